@@ -1,0 +1,49 @@
+# The two commands a new user needs: `make run` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := python3 -m uv
+# Debian packages the tests and the local host use: command that proves each is there -> package.
+DEBIAN_NEEDS := rsync:rsync /usr/sbin/sshd:openssh-server chromium:chromium wrk:wrk sqlite3:sqlite3
+
+.PHONY: run test install debian-packages lint format bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py requirements.lock
+	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
+	@test -x $(PY) || $(UV) venv --quiet --python python3 $(VENV)
+	$(UV) pip install --quiet --python $(PY) -r requirements.lock -e .
+	@touch $@
+
+requirements.lock: setup.py
+	$(UV) pip compile --quiet --extra test setup.py -o requirements.lock
+
+debian-packages:
+	@missing=""; for need in $(DEBIAN_NEEDS); do \
+	  cmd=$${need%%:*}; pkg=$${need#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+run: install
+	$(PY) -m app.scripts.devserver
+
+test: debian-packages install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+bench: debian-packages install
+	$(PY) bench/site.py
+
+clean:
+	rm -rf $(VENV) var *.egg-info

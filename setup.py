@@ -1,0 +1,53 @@
+from setuptools import find_packages, setup
+
+requires = [
+    # the site
+    "pyramid>=2.0",
+    "pyramid_jinja2",
+    "pyramid_tm",
+    "pyramid_retry",
+    "zope.sqlalchemy",
+    "SQLAlchemy>=2.0,<2.1",
+    "alembic",
+    "waitress",
+    "colander",
+    "argon2-cffi",
+    "celery[sqlalchemy]>=5.4",
+    "openpyxl",
+    "requests",
+    "tzdata",
+    # the host and the release machinery
+    "aiohttp",
+    "supervisor",
+    "fabric>=3",
+    "rich",
+]
+
+tests_require = [
+    "pytest",
+    "pytest-timeout",
+    "webtest",
+    "aiosmtpd",
+    "playwright",
+    "ruff",
+]
+
+setup(
+    name="RandoPony",
+    version="2026.1",
+    description="Pre-registration for randonneuring brevets and populaires, and its release machinery",
+    packages=find_packages(include=["app", "app.*", "deploy", "deploy.*"]),
+    include_package_data=True,
+    package_data={"app": ["templates/*.jinja2", "templates/*/*.jinja2", "static/*"]},
+    zip_safe=False,
+    python_requires=">=3.11",
+    install_requires=requires,
+    extras_require={"test": tests_require},
+    entry_points={
+        "paste.app_factory": ["main = app:main"],
+        "console_scripts": [
+            "initialize_RandoPony_db = app.scripts.initialize_db:main",
+            "randopony_smtp_sink = app.scripts.smtp_sink:main",
+        ],
+    },
+)
