@@ -35,10 +35,12 @@ tests_require = [
 setup(
     name="RandoPony",
     version="2026.1",
-    description="Pre-registration for randonneuring brevets and populaires, and its release machinery",
+    description="Pre-registration for randonneuring events, and its release machinery",
     packages=find_packages(include=["app", "app.*", "deploy", "deploy.*"]),
     include_package_data=True,
-    package_data={"app": ["templates/*.jinja2", "templates/*/*.jinja2", "static/*"]},
+    package_data={
+        "app": ["templates/*.jinja2", "templates/*/*.jinja2", "templates/*/*.txt", "static/*"]
+    },
     zip_safe=False,
     python_requires=">=3.11",
     install_requires=requires,
@@ -47,6 +49,7 @@ setup(
         "paste.app_factory": ["main = app:main"],
         "console_scripts": [
             "initialize_RandoPony_db = app.scripts.initialize_db:main",
+            "randopony_worker = app.scripts.worker:main",
             "randopony_smtp_sink = app.scripts.smtp_sink:main",
         ],
     },

@@ -1,0 +1,35 @@
+"""RandoPony: pre-registration for randonneuring brevets and populaires."""
+
+from pyramid.config import Configurator
+from pyramid.session import SignedCookieSessionFactory
+
+from . import settings as app_settings
+
+
+def main(global_config, **settings):
+    """The WSGI application (`[app:main]` in the ini files)."""
+    settings = app_settings.load(settings)
+    session_factory = SignedCookieSessionFactory(
+        settings["session_secret"],
+        cookie_name="randopony_session",
+        httponly=True,
+        samesite="Lax",
+        secure=app_settings.as_bool(settings.get("session.secure_cookie", False)),
+        timeout=8 * 3600,
+    )
+    # Plain-text templates (emails) must not be HTML-escaped.
+    settings.setdefault("jinja2_text.autoescape", "false")
+    with Configurator(settings=settings, session_factory=session_factory) as config:
+        config.include("pyramid_jinja2")
+        config.add_jinja2_renderer(".jinja2")
+        config.add_jinja2_search_path("app:templates", name=".jinja2")
+        config.add_jinja2_renderer(".txt", settings_prefix="jinja2_text.")
+        config.add_jinja2_search_path("app:templates", name=".txt")
+        config.include(".models")
+        config.include(".security")
+        config.include(".worker")
+        config.include(".routes")
+        config.include(".templating")
+        config.set_default_csrf_options(require_csrf=True)
+        config.scan(".views")
+    return config.make_wsgi_app()

@@ -1,0 +1,108 @@
+"""Email: written to the outbox with the change that causes it, sent by a celery task."""
+
+import logging
+import smtplib
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from sqlalchemy import select, update
+
+from .models import OutboundEmail
+from .settings import as_bool
+
+log = logging.getLogger(__name__)
+
+# A claim older than this belongs to a worker that died mid-send.
+STALE_CLAIM = timedelta(minutes=10)
+
+
+def queue_email(request, to: list[str], subject: str, body: str, reply_to=None) -> OutboundEmail:
+    """Add an email to the outbox in the request's transaction; it is sent after commit."""
+    from .tasks import send_email
+
+    email = OutboundEmail(
+        to_addrs=", ".join(to),
+        reply_to=", ".join(reply_to) if reply_to else None,
+        subject=subject,
+        body=body,
+    )
+    request.db.add(email)
+    request.db.flush()
+    request.enqueue(send_email, email.id)
+    return email
+
+
+def build_message(email: OutboundEmail, sender: str, domain: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = email.to_addrs
+    if email.reply_to:
+        message["Reply-To"] = email.reply_to
+    message["Subject"] = email.subject
+    message["Date"] = formatdate(localtime=True)
+    # One Message-ID per outbox row: should a send ever repeat, mail clients see one message.
+    message["Message-ID"] = make_msgid(idstring=f"outbox-{email.id}", domain=domain)
+    message.set_content(email.body)
+    return message
+
+
+def smtp_send(settings: dict, message: EmailMessage) -> None:
+    host = settings.get("smtp.host", "localhost")
+    port = int(settings.get("smtp.port", 25))
+    with smtplib.SMTP(host, port, timeout=30) as smtp:
+        if as_bool(settings.get("smtp.starttls", False)):
+            smtp.starttls()
+        if settings.get("smtp.username"):
+            smtp.login(settings["smtp.username"], settings.get("smtp.password", ""))
+        smtp.send_message(message)
+
+
+def send_outbox_email(session_factory, settings: dict, email_id: int, sender: str) -> bool:
+    """Send one outbox email unless it was sent already. Returns whether this call sent it."""
+    now = datetime.now()
+    with session_factory() as db, db.begin():
+        claimed = db.execute(
+            update(OutboundEmail)
+            .where(
+                OutboundEmail.id == email_id,
+                OutboundEmail.sent_at.is_(None),
+                (OutboundEmail.claimed_at.is_(None))
+                | (OutboundEmail.claimed_at < now - STALE_CLAIM),
+            )
+            .values(claimed_at=now, attempts=OutboundEmail.attempts + 1)
+        ).rowcount
+        if not claimed:
+            log.info("outbox email %s already sent or being sent; nothing to do", email_id)
+            return False
+        email = db.get(OutboundEmail, email_id)
+        message = build_message(email, sender, settings.get("mail.domain", "randopony.localhost"))
+    try:
+        smtp_send(settings, message)
+    except Exception as error:
+        with session_factory() as db, db.begin():
+            db.execute(
+                update(OutboundEmail)
+                .where(OutboundEmail.id == email_id)
+                .values(claimed_at=None, last_error=f"{type(error).__name__}: {error}")
+            )
+        raise
+    with session_factory() as db, db.begin():
+        db.execute(
+            update(OutboundEmail)
+            .where(OutboundEmail.id == email_id)
+            .values(sent_at=datetime.now(), last_error=None)
+        )
+    log.info("sent outbox email %s to %s", email_id, message["To"])
+    return True
+
+
+def unsent_email_ids(session_factory) -> list[int]:
+    with session_factory() as db:
+        return list(
+            db.scalars(
+                select(OutboundEmail.id)
+                .where(OutboundEmail.sent_at.is_(None))
+                .order_by(OutboundEmail.id)
+            )
+        )

@@ -1,0 +1,80 @@
+"""The database: models, engine and the request-bound session (`request.db`)."""
+
+import zope.sqlalchemy
+from sqlalchemy import engine_from_config, event
+from sqlalchemy.orm import configure_mappers, sessionmaker
+
+from .events import Brevet, Populaire  # noqa: F401
+from .meta import Base, metadata  # noqa: F401
+from .outbox import OutboundEmail  # noqa: F401
+from .riders import BrevetRider, PopulaireRider  # noqa: F401
+from .site_config import EmailAddress, Link  # noqa: F401
+from .wranglers import Wrangler  # noqa: F401
+
+configure_mappers()
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _tune_sqlite(engine) -> None:
+    """WAL so readers never wait for a writer, a busy timeout so writers queue instead of failing,
+    and BEGIN issued by us so a write request can take the write lock up front (see get_tm_session).
+    """
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # let the "begin" hook below issue BEGIN
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn):
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def get_engine(settings, prefix="sqlalchemy."):
+    engine = engine_from_config(settings, prefix)
+    if engine.dialect.name == "sqlite":
+        _tune_sqlite(engine)
+    return engine
+
+
+def get_session_factory(engine):
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def get_tm_session(session_factory, transaction_manager, request=None):
+    """A session joined to the transaction manager: views never commit, pyramid_tm does."""
+    dbsession = session_factory(info={"request": request})
+    zope.sqlalchemy.register(dbsession, transaction_manager=transaction_manager)
+    if request is not None and request.method in WRITE_METHODS and _is_sqlite(dbsession):
+        # A deferred transaction that reads and then writes can hit SQLITE_BUSY without waiting
+        # when another writer got in between; taking the write lock first makes writers queue.
+        dbsession.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+    return dbsession
+
+
+def _is_sqlite(dbsession) -> bool:
+    return dbsession.get_bind().dialect.name == "sqlite"
+
+
+def includeme(config):
+    settings = config.get_settings()
+    settings["tm.manager_hook"] = "pyramid_tm.explicit_manager"
+    config.include("pyramid_tm")
+    config.include("pyramid_retry")
+
+    engine = get_engine(settings)
+    session_factory = get_session_factory(engine)
+    config.registry["db_engine"] = engine
+    config.registry["dbsession_factory"] = session_factory
+
+    def dbsession(request):
+        return get_tm_session(session_factory, request.tm, request=request)
+
+    config.add_request_method(dbsession, "db", reify=True)

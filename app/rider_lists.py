@@ -1,0 +1,94 @@
+"""Each event's rider list, as XLSX and CSV files organizers download through a secret link.
+
+(The original site kept rider lists in Google spreadsheets through an API that no longer exists.)
+"""
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+from openpyxl import Workbook
+from openpyxl.styles import Font
+
+from .models import Brevet, Populaire
+
+FORMATS = ("xlsx", "csv")
+KINDS = {"brevet": Brevet, "populaire": Populaire}
+
+
+def rider_lists_dir(settings) -> Path:
+    return Path(settings.get("rider_lists_dir", "rider_lists"))
+
+
+def rider_list_path(settings, event, ext: str) -> Path:
+    return rider_lists_dir(settings) / f"{event.uuid}.{ext}"
+
+
+def rows(event) -> list[list]:
+    if isinstance(event, Brevet):
+        header = ["Last name", "First name", "Email", "Bike", "Membership"]
+        if event.info_question:
+            header.append(event.info_question)
+        header += ["Comment", "Registered"]
+        body = []
+        for r in event.riders:
+            row = [r.last_name, r.first_name, r.email, r.bike_type, r.membership]
+            if event.info_question:
+                row.append(r.info_answer or "")
+            body.append(row + [r.comment or "", r.registered_at.strftime("%Y-%m-%d %H:%M")])
+    else:
+        header = ["Last name", "First name", "Email", "Distance", "Comment", "Registered"]
+        body = [
+            [
+                r.last_name,
+                r.first_name,
+                r.email,
+                r.distance or "",
+                r.comment or "",
+                r.registered_at.strftime("%Y-%m-%d %H:%M"),
+            ]
+            for r in event.riders
+        ]
+    return [header] + body
+
+
+def _write_atomically(path: Path, write) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_rider_list(settings, event) -> list[Path]:
+    """Write the event's rider list in every format; returns the files written."""
+    table = rows(event)
+
+    def write_csv(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(table)
+
+    def write_xlsx(tmp):
+        workbook = Workbook()
+        sheet = workbook.active
+        sheet.title = "Riders"
+        for row in table:
+            sheet.append(row)
+        for cell in sheet[1]:
+            cell.font = Font(bold=True)
+        sheet.freeze_panes = "A2"
+        workbook.save(tmp)
+
+    paths = []
+    for ext, write in (("xlsx", write_xlsx), ("csv", write_csv)):
+        path = rider_list_path(settings, event, ext)
+        _write_atomically(path, write)
+        paths.append(path)
+    return paths

@@ -1,0 +1,116 @@
+"""Pre-registration: store the rider once, then mail the rider and the organizers and update
+the rider list, all after the request's transaction commits."""
+
+from pyramid.renderers import render
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from .mail import queue_email
+from .membership import check_membership
+from .models import Brevet, BrevetRider, PopulaireRider
+from .models.site_config import MissingConfiguration, get_link
+
+
+def find_existing(db, rider_cls, event, values):
+    event_column = rider_cls.brevet_id if rider_cls is BrevetRider else rider_cls.populaire_id
+    return db.scalar(
+        select(rider_cls).where(
+            event_column == event.id,
+            rider_cls.email == values["email"],
+            func.lower(rider_cls.first_name) == values["first_name"].lower(),
+            func.lower(rider_cls.last_name) == values["last_name"].lower(),
+        )
+    )
+
+
+def membership_status(request, values):
+    settings = request.registry.settings
+    try:
+        template = get_link(request.db, "membership_check_url")
+    except MissingConfiguration:
+        return None
+    timeout = float(settings.get("membership.timeout", 3))
+    return check_membership(template, values["first_name"], values["last_name"], timeout)
+
+
+def register(request, event, values) -> tuple[object, bool]:
+    """Add the rider to the event; returns (rider, created). A second sign-up with the same
+    name and email adds nothing."""
+    rider_cls = BrevetRider if isinstance(event, Brevet) else PopulaireRider
+    existing = find_existing(request.db, rider_cls, event, values)
+    if existing is not None:
+        return existing, False
+    fields = {
+        "email": values["email"],
+        "first_name": values["first_name"],
+        "last_name": values["last_name"],
+        "comment": values.get("comment"),
+    }
+    if rider_cls is BrevetRider:
+        fields.update(
+            brevet_id=event.id,
+            bike_type=values["bike_type"],
+            info_answer=values.get("info_answer"),
+            member_status=membership_status(request, values),
+        )
+    else:
+        distances = event.distances
+        fields.update(
+            populaire=event,
+            distance=values.get("distance") or (distances[0] if distances else None),
+        )
+    rider = rider_cls(**fields)
+    try:
+        # A savepoint, so a sign-up racing an identical one ends as "already registered".
+        with request.db.begin_nested():
+            request.db.add(rider)
+    except IntegrityError:
+        return find_existing(request.db, rider_cls, event, values), False
+    request.db.expire(event, ["riders"])
+    notify(request, event, rider)
+    return rider, True
+
+
+def event_urls(request, event) -> dict[str, str]:
+    """The public page and the organizer's secret links of an event."""
+    if isinstance(event, Brevet):
+        route, kw = (
+            "brevet",
+            dict(region=event.region, distance=event.distance, date=event.url_date),
+        )
+    else:
+        route, kw = "populaire", dict(short_name=event.short_name)
+    return {
+        "page": request.route_url(route, **kw),
+        "rider_emails": request.route_url(f"{route}.rider_emails", uuid=event.uuid, **kw),
+        "rider_list_xlsx": request.route_url(
+            f"{route}.rider_list", uuid=event.uuid, ext="xlsx", **kw
+        ),
+        "rider_list_csv": request.route_url(
+            f"{route}.rider_list", uuid=event.uuid, ext="csv", **kw
+        ),
+    }
+
+
+def notify(request, event, rider) -> None:
+    from .tasks import update_rider_list
+
+    context = {"event": event, "rider": rider, "urls": event_urls(request, event)}
+    try:
+        context["membership_link"] = get_link(request.db, "membership_link")
+    except MissingConfiguration:
+        context["membership_link"] = None
+    queue_email(
+        request,
+        to=[rider.email],
+        reply_to=event.organizer_emails,
+        subject=f"Pre-registration confirmation for {event.title}",
+        body=render("email/rider_confirmation.txt", context, request=request),
+    )
+    queue_email(
+        request,
+        to=event.organizer_emails,
+        subject=f"{rider.full_name} has pre-registered for {event.title}",
+        body=render("email/organizer_notification.txt", context, request=request),
+    )
+    request.enqueue(update_rider_list, event.kind, event.id)

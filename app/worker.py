@@ -1,0 +1,86 @@
+"""The celery application. Web processes queue tasks; `randopony_worker <ini>` runs them.
+
+The broker defaults to kombu's SQLAlchemy transport on a SQLite file beside the ini, so nothing
+else has to run.
+"""
+
+import logging
+import sqlite3
+
+from celery import Celery
+from kombu.transport import sqlalchemy as kombu_sqlalchemy
+
+log = logging.getLogger(__name__)
+
+celery = Celery("randopony", include=["app.tasks"])
+celery.conf.update(
+    task_ignore_result=True,
+    task_acks_late=True,  # a task lost with its worker runs again; tasks are idempotent
+    worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True,
+    task_serializer="json",
+    accept_content=["json"],
+    # kombu hands every transport option to create_engine: a SQLite busy timeout is one.
+    broker_transport_options={"connect_args": {"timeout": 30}},
+)
+
+# What the tasks need from the ini: set by configure().
+state: dict = {}
+
+
+def configure(settings: dict) -> None:
+    """Point celery at the ini's broker and remember the settings for the tasks."""
+    broker_url = settings.get("celery.broker_url", "sqla+sqlite:///celery.sqlite")
+    celery.conf.broker_url = broker_url
+    celery.conf.worker_concurrency = int(settings.get("celery.concurrency", 2))
+    # The transport polls its table once a second by default, so a sign-up's email would wait
+    # up to a second. kombu reads the interval from the Transport class, not from its options.
+    kombu_sqlalchemy.Transport.polling_interval = float(
+        settings.get("celery.polling_interval", 0.05)
+    )
+    _use_wal(broker_url)
+    state.clear()
+    state["settings"] = settings
+
+
+def _use_wal(broker_url: str) -> None:
+    """WAL on the broker's SQLite file, so web threads queueing and the worker polling do not
+    block each other. The journal mode is stored in the file: once is enough."""
+    prefix = "sqla+sqlite:///"
+    if not broker_url.startswith(prefix) or broker_url == prefix:
+        return
+    connection = sqlite3.connect(broker_url[len(prefix) :], timeout=30)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()
+
+
+def session_factory():
+    """The worker's own database sessions (created on first use)."""
+    if "session_factory" not in state:
+        from .models import get_engine, get_session_factory
+
+        state["session_factory"] = get_session_factory(get_engine(state["settings"]))
+    return state["session_factory"]
+
+
+def enqueue(request, task, *args) -> None:
+    """Queue a task once the request's transaction has committed; a rolled-back request
+    queues nothing. If the broker cannot be reached the work is not lost: unsent outbox
+    email is queued again when a worker starts."""
+
+    def after_commit(success: bool) -> None:
+        if not success:
+            return
+        try:
+            task.delay(*args)
+        except Exception:
+            log.exception("could not queue %s%r; a worker restart will pick it up", task.name, args)
+
+    request.tm.get().addAfterCommitHook(after_commit)
+
+
+def includeme(config):
+    configure(config.get_settings())
+    config.add_request_method(enqueue, "enqueue")
