@@ -1,0 +1,303 @@
+"""Pre-registration: the form, its rules, and what a sign-up stores and queues."""
+
+import json
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from sqlalchemy import select
+
+from app.models import BrevetRider, Link, OutboundEmail, PopulaireRider
+from tests.factories import in_days, make_brevet, make_populaire, now
+
+
+def entry_form(testapp, url):
+    return testapp.get(url + "/entry").forms[0]
+
+
+def fill(form, **values):
+    defaults = {"email": "rider@example.org", "first_name": "Ada", "last_name": "Lovelace"}
+    if "info_answer" in form.fields:
+        defaults["info_answer"] = "No"
+    for name, value in {**defaults, **values}.items():
+        form[name] = value
+    return form
+
+
+@pytest.fixture
+def brevet_url(db):
+    brevet = make_brevet(db, info_question="Drop bag?")
+    db.commit()
+    return f"/brevets/LM/200/{brevet.url_date}"
+
+
+def riders(db, model=BrevetRider):
+    db.expire_all()
+    return db.scalars(select(model)).all()
+
+
+def outbox(db):
+    db.expire_all()
+    return db.scalars(select(OutboundEmail).order_by(OutboundEmail.id)).all()
+
+
+def test_sign_up_stores_rider_and_queues_both_emails(testapp, db, brevet_url):
+    form = fill(entry_form(testapp, brevet_url), bike_type="tandem", info_answer="Yes please")
+    page = form.submit().follow()
+    assert "Thank you, Ada" in page.text
+    assert "Ada Lovelace" in page.text  # listed on the event page
+    [rider] = riders(db)
+    assert (rider.email, rider.bike_type, rider.info_answer) == (
+        "rider@example.org",
+        "tandem",
+        "Yes please",
+    )
+    assert rider.member_status is None  # the membership service refused: "unknown"
+    confirmation, notification = outbox(db)
+    assert confirmation.to_addrs == "rider@example.org"
+    assert confirmation.reply_to == "organizer@example.com"
+    assert brevet_url in confirmation.body
+    assert notification.to_addrs == "organizer@example.com"
+    assert "Ada Lovelace <rider@example.org> has pre-registered" in notification.body
+    assert "/rider_emails/" in notification.body
+
+
+def test_same_name_and_email_again_is_already_registered(testapp, db, brevet_url):
+    fill(entry_form(testapp, brevet_url), bike_type="single").submit()
+    again = fill(
+        entry_form(testapp, brevet_url),
+        email="RIDER@example.org",
+        first_name="ada",
+        bike_type="single",
+    )
+    page = again.submit().follow()
+    assert "already registered" in page.text
+    assert len(riders(db)) == 1
+    assert len(outbox(db)) == 2
+
+
+def test_same_email_different_name_is_a_second_rider(testapp, db, brevet_url):
+    fill(entry_form(testapp, brevet_url), bike_type="tandem").submit()
+    fill(
+        entry_form(testapp, brevet_url),
+        first_name="Charles",
+        last_name="Babbage",
+        bike_type="tandem",
+    ).submit()
+    assert len(riders(db)) == 2
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("email", "", "Required"),
+        ("email", "not-an-email", "not a valid email"),
+        ("email", "a" * 250 + "@example.org", "At most 254"),
+        ("first_name", "", "Required"),
+        ("last_name", "x" * 51, "At most 50"),
+        ("comment", "c" * 501, "At most 500"),
+        ("first_name", "Line\nbreak", "control characters"),
+    ],
+)
+def test_bad_input_is_refused_with_a_message_and_nothing_stored(
+    testapp, db, brevet_url, field, value, message
+):
+    page = testapp.get(brevet_url + "/entry")
+    data = {
+        "csrf_token": page.forms[0]["csrf_token"].value,
+        "email": "rider@example.org",
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "bike_type": "single",
+        "info_answer": "No",
+        field: value,
+    }
+    answer = testapp.post(brevet_url + "/entry", data, status=400)
+    assert message in answer.text
+    assert 'aria-invalid="true"' in answer.text
+    assert riders(db) == [] and outbox(db) == []
+
+
+def test_unknown_bike_type_is_refused(testapp, db, brevet_url):
+    form = fill(entry_form(testapp, brevet_url), info_answer="no")
+    form["bike_type"].force_value("penny-farthing")
+    assert "Choose a bike type" in form.submit(status=400).text
+    assert riders(db) == []
+
+
+def test_question_of_the_event_must_be_answered(testapp, db, brevet_url):
+    answer = fill(entry_form(testapp, brevet_url), bike_type="single", info_answer="").submit(status=400)
+    assert "Drop bag?" in answer.text and "Required" in answer.text
+
+
+def test_unicode_names_are_kept(testapp, db, brevet_url):
+    fill(
+        entry_form(testapp, brevet_url),
+        first_name="Zoë",
+        last_name="Ørsted-Nuñez",
+        bike_type="recumbent",
+        info_answer="n",
+    ).submit()
+    assert riders(db)[0].full_name == "Zoë Ørsted-Nuñez"
+    assert "Zoë Ørsted-Nuñez" in testapp.get(brevet_url).text
+
+
+def test_script_in_a_name_is_rendered_escaped(testapp, db, brevet_url):
+    payload = "<script>alert(1)</script>"
+    fill(
+        entry_form(testapp, brevet_url), last_name=payload[:50], bike_type="single", info_answer="n"
+    ).submit()
+    page = testapp.get(brevet_url)
+    assert "<script>alert(1)" not in page.text
+    assert "&lt;script&gt;alert(1)" in page.text
+
+
+def test_post_without_csrf_token_is_400_and_stores_nothing(testapp, db, brevet_url):
+    testapp.post(
+        brevet_url + "/entry",
+        {"email": "rider@example.org", "first_name": "A", "last_name": "B", "bike_type": "single"},
+        status=400,
+    )
+    assert riders(db) == []
+
+
+def test_registration_closed_points_to_the_entry_form(testapp, db):
+    brevet = make_brevet(db, date_time=in_days(1), registration_end=now() - timedelta(minutes=1))
+    db.commit()
+    url = f"/brevets/LM/200/{brevet.url_date}"
+    page = testapp.get(url + "/entry")
+    assert "is closed" in page.text
+    assert "entry form" in page.text
+    assert "<form" not in page.text
+    testapp.post(url + "/entry", {"csrf_token": "x"}, status=400)  # no token in a session: refused
+    assert "Pre-register for this brevet" not in testapp.get(url).text
+
+
+def test_closed_registration_refuses_a_post_with_a_valid_token(testapp, db):
+    brevet = make_brevet(db, registration_end=now() + timedelta(hours=1))
+    db.commit()
+    url = f"/brevets/LM/200/{brevet.url_date}"
+    form = fill(entry_form(testapp, url), bike_type="single")
+    brevet.registration_end = now() - timedelta(seconds=1)
+    db.commit()
+    assert "is closed" in form.submit().text
+    assert riders(db) == []
+
+
+def test_populaire_with_several_distances_asks_which(testapp, db):
+    make_populaire(db, distance="50 km, 100 km")
+    db.commit()
+    form = fill(entry_form(testapp, "/populaires/SprPop"))
+    assert "Choose a distance" in form.submit(status=400).text
+    form = fill(entry_form(testapp, "/populaires/SprPop"), distance="100 km")
+    form.submit().follow()
+    [rider] = riders(db, PopulaireRider)
+    assert rider.distance == "100 km"
+
+
+def test_populaire_with_one_distance_needs_no_choice(testapp, db):
+    make_populaire(db, short_name="Short", distance="60 km")
+    db.commit()
+    fill(entry_form(testapp, "/populaires/Short")).submit().follow()
+    assert riders(db, PopulaireRider)[0].distance == "60 km"
+
+
+class MembershipService(BaseHTTPRequestHandler):
+    members = {("Ada", "Lovelace")}
+    slow = False
+
+    def do_GET(self):
+        from urllib.parse import parse_qs, urlparse
+
+        query = parse_qs(urlparse(self.path).query)
+        if query["first"][0] == "Slow":
+            threading.Event().wait(2)
+        body = json.dumps(
+            {"is_current_member": (query["first"][0], query["last"][0]) in self.members}
+        )
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def membership_service(db):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), MembershipService)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    link = db.scalar(select(Link).where(Link.key == "membership_check_url"))
+    link.url = (
+        f"http://127.0.0.1:{server.server_port}/check?first={{first_name}}&last={{last_name}}"
+    )
+    db.commit()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    "first, last, expected",
+    [("Ada", "Lovelace", True), ("Not", "Member", False), ("Slow", "Service", None)],
+)
+def test_membership_is_looked_up_and_never_blocks(
+    testapp, db, brevet_url, membership_service, first, last, expected, app_settings
+):
+    testapp.app.registry.settings["membership.timeout"] = "0.5"
+    form = fill(
+        entry_form(testapp, brevet_url),
+        first_name=first,
+        last_name=last,
+        bike_type="single",
+        info_answer="n",
+    )
+    assert "Thank you" in form.submit().follow().text
+    assert riders(db)[0].member_status is expected
+
+
+def test_rider_emails_link_gives_addresses_to_the_organizer(testapp, db, brevet_url):
+    for first in ("Ada", "Bea"):
+        fill(
+            entry_form(testapp, brevet_url),
+            first_name=first,
+            email=f"{first}@example.org",
+            bike_type="single",
+            info_answer="n",
+        ).submit()
+    brevet = riders(db)[0].brevet
+    answer = testapp.get(f"{brevet_url}/rider_emails/{brevet.uuid}")
+    assert answer.content_type == "text/plain"
+    assert answer.text == "ada@example.org, bea@example.org"
+    testapp.get(f"{brevet_url}/rider_emails/not-the-uuid", status=404)
+
+
+def test_rider_emails_link_is_gone_once_the_event_has_moved_on(testapp, db):
+    brevet = make_brevet(db, date_time=in_days(-9))
+    db.commit()
+    testapp.get(f"/brevets/LM/200/{brevet.url_date}/rider_emails/{brevet.uuid}", status=404)
+
+
+def test_populaire_rider_emails(testapp, db):
+    populaire = make_populaire(db, distance="60 km")
+    db.commit()
+    fill(entry_form(testapp, "/populaires/SprPop")).submit()
+    assert (
+        testapp.get(f"/populaires/SprPop/rider_emails/{populaire.uuid}").text == "rider@example.org"
+    )
+    testapp.get("/populaires/SprPop/rider_emails/wrong", status=404)
+
+
+def test_rider_list_downloads(testapp, db, brevet_url):
+    fill(entry_form(testapp, brevet_url), bike_type="quad", info_answer="yes").submit()
+    brevet = riders(db)[0].brevet
+    csv = testapp.get(f"{brevet_url}/rider_list/{brevet.uuid}.csv")
+    assert "attachment" in csv.headers["Content-Disposition"]
+    assert "Lovelace,Ada,rider@example.org,quad,unknown,yes" in csv.text
+    xlsx = testapp.get(f"{brevet_url}/rider_list/{brevet.uuid}.xlsx")
+    assert xlsx.body[:2] == b"PK"
+    testapp.get(f"{brevet_url}/rider_list/{brevet.uuid}.exe", status=404)
+    testapp.get(f"{brevet_url}/rider_list/wrong.csv", status=404)
