@@ -145,14 +145,16 @@ def _event_fields(values) -> dict:
 
 
 def _event_form_values(event) -> dict:
+    # Empty when it is the default, so moving the start moves the registration end with it.
+    custom_end = event.registration_end != default_registration_end(event.date_time)
     return {
         "date": event.date_time.strftime(DATE_FORMAT),
         "start_time": event.date_time.strftime(TIME_FORMAT),
         "start_locn": event.start_locn,
         "start_map_url": event.start_map_url or "",
         "organizer_email": event.organizer_email,
-        "registration_end_date": event.registration_end.strftime(DATE_FORMAT),
-        "registration_end_time": event.registration_end.strftime(TIME_FORMAT),
+        "registration_end_date": event.registration_end.strftime(DATE_FORMAT) if custom_end else "",
+        "registration_end_time": event.registration_end.strftime(TIME_FORMAT) if custom_end else "",
     }
 
 

@@ -23,3 +23,16 @@ def csrf_token(testapp):
         return CSRF.search(testapp.get(path).text).group(1)
 
     return token
+
+
+@pytest.fixture
+def fresh(db):
+    """The test's session, made to see what requests committed since it last read."""
+
+    def reread():
+        # expire_all alone is not enough: an open read transaction keeps its SQLite snapshot.
+        db.rollback()
+        db.expire_all()
+        return db
+
+    return reread
