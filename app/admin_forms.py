@@ -112,7 +112,7 @@ def _registration_end(node, values):
     end = datetime.combine(end_date, end_time)
     if end > datetime.combine(values["date"], values["start_time"]):
         error = colander.Invalid(node)
-        error["registration_end_date"] = "Registration must close before the start"
+        error["registration_end_date"] = "Registration must close no later than the start"
         raise error
     return end
 

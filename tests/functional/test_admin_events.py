@@ -171,7 +171,9 @@ def test_registration_cannot_close_after_the_start(admin, db):
     page = brevet_error(
         admin, db, registration_end_date="2031-05-17", registration_end_time="06:01"
     )
-    assert "Registration must close before the start" in field_error(page, "registration_end_date")
+    assert "Registration must close no later than the start" in field_error(
+        page, "registration_end_date"
+    )
 
 
 @pytest.mark.parametrize("field, value", [("region", "XX"), ("distance", "250"), ("distance", "")])
