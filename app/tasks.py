@@ -4,6 +4,7 @@ import logging
 import smtplib
 
 from celery.signals import worker_ready
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import mail, rider_lists
 from .models.site_config import get_email
@@ -39,7 +40,11 @@ def update_rider_list(kind: str, event_id: int) -> None:
 @worker_ready.connect
 def send_unsent_email(**_kwargs):
     """Email whose task never reached the broker (or died with a worker) goes out now."""
-    ids = mail.unsent_email_ids(session_factory())
+    try:
+        ids = mail.unsent_email_ids(session_factory())
+    except SQLAlchemyError as error:
+        log.error("could not look for unsent email (is the database initialised?): %s", error)
+        return
     for email_id in ids:
         send_email.delay(email_id)
     if ids:

@@ -31,6 +31,8 @@ state: dict = {}
 def configure(settings: dict) -> None:
     """Point celery at the ini's broker and remember the settings for the tasks."""
     broker_url = settings.get("celery.broker_url", "sqla+sqlite:///celery.sqlite")
+    if celery.conf.broker_url != broker_url:
+        _forget_broker_connections()
     celery.conf.broker_url = broker_url
     celery.conf.worker_concurrency = int(settings.get("celery.concurrency", 2))
     # The transport polls its table once a second by default, so a sign-up's email would wait
@@ -41,6 +43,16 @@ def configure(settings: dict) -> None:
     _use_wal(broker_url)
     state.clear()
     state["settings"] = settings
+
+
+def _forget_broker_connections() -> None:
+    """Celery caches its connection and producer pools for the first broker it used and has no
+    public way to re-point a configured app; one process that builds apps for several inis
+    (the tests, a release tool) must not queue into an earlier ini's broker."""
+    if celery._pool is not None:
+        celery._pool.force_close_all()
+    celery._pool = None
+    celery.amqp._producer_pool = None
 
 
 def _use_wal(broker_url: str) -> None:

@@ -47,7 +47,9 @@ def main() -> int:
         check=True,
     )
     processes = [
-        subprocess.Popen([BIN / "randopony_smtp_sink", "--port", "8025", "--maildir", VAR / "mail"]),
+        subprocess.Popen(
+            [BIN / "randopony_smtp_sink", "--port", "8025", "--maildir", VAR / "mail"]
+        ),
         subprocess.Popen([BIN / "randopony_worker", ini, "--concurrency", "1"]),
         subprocess.Popen([BIN / "pserve", ini]),
     ]
@@ -55,7 +57,8 @@ def main() -> int:
         if wait_for("http://127.0.0.1:6543/up"):
             print(
                 "\nRandoPony is running: open http://127.0.0.1:6543/\n"
-                f"Admin: http://127.0.0.1:6543/admin/login ({DEV_WRANGLER[0]} / {DEV_WRANGLER[1]})\n"
+                "Admin: http://127.0.0.1:6543/admin/login "
+                f"({DEV_WRANGLER[0]} / {DEV_WRANGLER[1]})\n"
                 "Mail sent by the site is printed below. Ctrl-C stops everything.\n",
                 flush=True,
             )

@@ -8,10 +8,9 @@ import os
 import sys
 from datetime import datetime, time, timedelta
 
+from alembic import command
 from pyramid.paster import get_appsettings, setup_logging
 from sqlalchemy import func, select
-
-from alembic import command
 
 from .. import settings as app_settings
 from ..migrations import alembic_config

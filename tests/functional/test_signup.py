@@ -127,7 +127,9 @@ def test_unknown_bike_type_is_refused(testapp, db, brevet_url):
 
 
 def test_question_of_the_event_must_be_answered(testapp, db, brevet_url):
-    answer = fill(entry_form(testapp, brevet_url), bike_type="single", info_answer="").submit(status=400)
+    answer = fill(entry_form(testapp, brevet_url), bike_type="single", info_answer="").submit(
+        status=400
+    )
     assert "Drop bag?" in answer.text and "Required" in answer.text
 
 
