@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.hosting import HostSettings, open_store
 from deploy.hosting_api import HostingAPI
 
 HERE = Path(__file__).resolve().parent
@@ -120,7 +121,10 @@ class Host:
 
 
 def make_host(root: Path, *extra_args: str) -> Host:
-    assert set_password(root, USERNAME, PASSWORD).returncode == 0
+    # In-process to keep tests quick; test_workflow covers the set-password command.
+    store = open_store(HostSettings(root=root))
+    store.set_password(USERNAME, PASSWORD)
+    store.close()
     return Host(root, free_port(), free_port(), tuple(extra_args))
 
 

@@ -60,6 +60,7 @@ def make_app(name: str):
                 "path": path,
                 "query": environ.get("QUERY_STRING", ""),
                 "headers": headers,
+                "remote_port": environ.get("REMOTE_PORT"),
             },
         )
 
