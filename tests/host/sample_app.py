@@ -7,6 +7,7 @@ It counts the POSTs it receives by their `id`, so a test can check each was answ
 
 import hashlib
 import json
+import logging
 import sys
 import threading
 import time
@@ -86,6 +87,7 @@ def _json(start_response, data) -> list[bytes]:
 
 if __name__ == "__main__":
     app_name, port = sys.argv[1], int(sys.argv[2])
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     # Keep the X-Forwarded-* headers so the tests can see what the router sent.
     waitress.serve(
         make_app(app_name),
