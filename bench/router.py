@@ -10,6 +10,7 @@ Prints the figures as Markdown.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import socket
 import statistics
@@ -55,8 +56,13 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing answers on port {port}")
 
 
-def wrk(url: str, seconds: int, host: str | None = None) -> tuple[float, float]:
-    """Requests per second and p99 latency in ms."""
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, seconds: int, host: str | None = None) -> tuple[float, float, int]:
+    """Requests per second, p99 latency in ms, and the number of requests."""
     command = ["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency"]
     if host:
         command += ["-H", f"Host: {host}"]
@@ -66,7 +72,8 @@ def wrk(url: str, seconds: int, host: str | None = None) -> tuple[float, float]:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", output).groups()
     p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-    return rps, p99
+    count = int(re.search(r"(\d+) requests in", output).group(1))
+    return rps, p99, count
 
 
 def time_a_move(router_url: str, api: HostingAPI, ip: str, threads: int = 4) -> dict:
@@ -156,9 +163,18 @@ def main() -> int:
             wrk(direct_url, 1)
             wrk(router_url, 1, DOMAIN)
             direct, routed = [], []
+            # CPU time each process spends per request, to see what limits the ratio.
+            cpu = {"direct": [0.0, 0.0, 0], "routed": [0.0, 0.0, 0]}
             for _ in range(args.rounds):
-                direct.append(wrk(direct_url, args.seconds))
-                routed.append(wrk(router_url, args.seconds, DOMAIN))
+                for name, runs, url, host_header in (
+                    ("direct", direct, direct_url, None),
+                    ("routed", routed, router_url, DOMAIN),
+                ):
+                    before = cpu_seconds(host.pid), cpu_seconds(processes[1].pid)
+                    runs.append(wrk(url, args.seconds, host_header))
+                    cpu[name][0] += cpu_seconds(host.pid) - before[0]
+                    cpu[name][1] += cpu_seconds(processes[1].pid) - before[1]
+                    cpu[name][2] += runs[-1][2]
             move = time_a_move(router_url, api, ip)
         finally:
             for process in processes:
@@ -171,9 +187,14 @@ def main() -> int:
     ratio = mean(routed, 0) / mean(direct, 0)
     print("| run | requests/s | p99 latency |\n|---|---:|---:|")
     for name, runs in (("waitress direct", direct), ("through the router", routed)):
-        each = ", ".join(f"{rps:,.0f}" for rps, _ in runs)
+        each = ", ".join(f"{rps:,.0f}" for rps, _, _ in runs)
         print(f"| {name} | {mean(runs, 0):,.0f} ({each}) | {mean(runs, 1):.1f} ms |")
     print(f"\nRouter / direct: {ratio:.2f}x (wrk -t2 -c16 -d{args.seconds}s, {args.rounds} rounds)")
+    for name, (router_cpu, app_cpu, count) in cpu.items():
+        print(
+            f"CPU per request, {name}: router {router_cpu / count * 1e6:.0f} us, "
+            f"waitress {app_cpu / count * 1e6:.0f} us"
+        )
     print(
         f"\nDomain move (detach + attach, two panel calls: {move['move_calls'] * 1000:.0f} ms): "
         f"{move['requests']} requests by 4 looping clients, {move['failures']} failed; "

@@ -27,6 +27,7 @@ class FaultCode(enum.IntEnum):
     SESSION = 6
     RATE_LIMITED = 7
     UNKNOWN_METHOD = 8
+    INTERNAL = 9
 
 
 class HostingError(Exception):

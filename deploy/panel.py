@@ -115,6 +115,9 @@ class Panel:
             # Arguments are not logged: login's include a password.
             log.info("%s refused: %s", method, error.message)
             return _fault(error.code, error.message)
+        except Exception:
+            log.exception("%s failed", method)
+            return _fault(FaultCode.INTERNAL, f"{method} failed on the panel; see the host log")
         if method not in ("login", "system.listMethods") and not method.startswith("list_"):
             log.info("%s done", method)
         body = xmlrpc.client.dumps((result,), methodresponse=True)
