@@ -154,18 +154,26 @@ class Router:
             headers["X-Forwarded-Prefix"] = target.mount.path
         url = URL(f"http://127.0.0.1:{target.mount.port}{target.upstream_path}", encoded=True)
         data = request.content if request.body_exists else None
-        try:
-            upstream = await self.client.request(
-                request.method,
-                url,
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-                compress=None,
-                chunked=None,
-            )
-        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as error:
-            raise _AppDown(target.mount.app, target.mount.port, error) from None
+        # A pooled connection the app closed (it restarted, say) fails on first use. Only a
+        # request without a body that cannot change anything is sent again on a new one.
+        attempts = 2 if data is None and request.method in ("GET", "HEAD", "OPTIONS") else 1
+        for attempt in range(attempts):
+            try:
+                upstream = await self.client.request(
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=data,
+                    allow_redirects=False,
+                    compress=None,
+                    chunked=None,
+                )
+                break
+            except aiohttp.ClientConnectorError as error:
+                raise _AppDown(target.mount.app, target.mount.port, error) from None
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+                if attempt + 1 == attempts:
+                    raise _AppDown(target.mount.app, target.mount.port, error) from None
         try:
             response_headers = CIMultiDict(
                 (name, value)

@@ -159,6 +159,7 @@ def start_app(tmp_path):
         wait_for_port(port, process, log)
         return process
 
+    start.processes = started
     yield start
     for process in started:
         stop_process(process)

@@ -167,3 +167,15 @@ def test_a_browser_opens_a_localhost_name_without_dns(host, site):
         check=False,
     )
     assert '"path": "/from-a-browser"' in shown.stdout
+
+
+def test_a_restarted_app_is_reached_again_at_once(host, site, start_app, tmp_path):
+    with requests.Session() as browser:
+        assert browser.get(host.router_url, headers={"Host": DOMAIN}, timeout=5).ok
+        # The app restarts on its port; the router's pooled connection to it is now dead.
+        start_app.processes[-1].terminate()
+        start_app.processes[-1].wait(10)
+        start_app("r1-again", site.port)
+        answer = browser.get(host.router_url, headers={"Host": DOMAIN}, timeout=5)
+    assert answer.status_code == 200
+    assert answer.json()["app"] == "r1-again"
