@@ -1,0 +1,290 @@
+"""Start, stop and report the local host (panel and router) under a supervisord of its own.
+
+supervisord restarts the host process if it crashes; we talk to it through its XML-RPC
+interface on a unix socket under ``<host root>/supervisor/``.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from supervisor.xmlrpc import Faults, SupervisorTransport
+
+from deploy import host_paths
+from deploy.hosting import DEFAULT_PANEL, DEFAULT_ROUTER
+
+PROGRAM = "host"
+# sockaddr_un.sun_path holds 108 bytes on Linux, including the final NUL.
+MAX_SOCKET_PATH = 107
+
+
+class HostServiceError(Exception):
+    """The host could not be started or stopped; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    root: Path
+    panel: tuple[str, int] = DEFAULT_PANEL
+    router: tuple[str, int] = DEFAULT_ROUTER
+    wait_limit: float = 10.0
+
+    @property
+    def panel_url(self) -> str:
+        return f"http://{self.panel[0]}:{self.panel[1]}/"
+
+    @property
+    def router_url(self) -> str:
+        return f"http://{self.router[0]}:{self.router[1]}/"
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    root: Path
+    supervisord: bool
+    state: str
+    pid: int | None
+    description: str
+    panel_url: str
+    router_url: str
+    panel_answers: bool
+    router_answers: bool
+
+    @property
+    def running(self) -> bool:
+        return self.state == "RUNNING" and self.panel_answers and self.router_answers
+
+
+def host_up(
+    root: Path | None = None,
+    panel_port: int = DEFAULT_PANEL[1],
+    router_port: int = DEFAULT_ROUTER[1],
+    wait_limit: float = 10.0,
+    timeout: float = 30.0,
+) -> HostStatus:
+    """Start supervisord and the host under it (or keep them running); wait until both answer."""
+    root = _root(root)
+    config = HostConfig(
+        root, ("127.0.0.1", panel_port), ("127.0.0.1", router_port), wait_limit=wait_limit
+    )
+    folder = host_paths.supervisor_dir(root)
+    socket_path = folder / "supervisor.sock"
+    if len(str(socket_path)) > MAX_SOCKET_PATH:
+        raise HostServiceError(
+            f"the host root {root} is too deep for supervisord's socket ({socket_path}); "
+            "use a shorter path"
+        )
+    conf = _supervisord_conf(config, socket_path)
+    conf_path = folder / "supervisord.conf"
+    running = _supervisor(root) if _supervisord_answers(root) else None
+    if running and conf_path.read_text() != conf:
+        # Started with other settings: restart cleanly with the new ones.
+        host_down(root, timeout)
+        running = None
+    if running is None:
+        for address in (config.panel, config.router):
+            if _port_answers(address):
+                raise HostServiceError(
+                    f"{address[0]}:{address[1]} is already in use by another program; "
+                    "stop it or choose another port"
+                )
+        folder.mkdir(parents=True, exist_ok=True)
+        host_paths.host_logs(root).mkdir(parents=True, exist_ok=True)
+        conf_path.write_text(conf)
+        (folder / "host.json").write_text(json.dumps(_config_json(config)))
+        socket_path.unlink(missing_ok=True)
+        started = subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if started.returncode != 0:
+            raise HostServiceError(f"supervisord did not start: {started.stderr.strip()}")
+        _wait(lambda: _supervisord_answers(root), timeout, "supervisord to answer", root)
+    else:
+        try:
+            _supervisor(root).startProcess(PROGRAM, True)
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode != Faults.ALREADY_STARTED:
+                raise HostServiceError(f"the host did not start: {fault.faultString}") from None
+    _wait(lambda: host_status(root).running, timeout, "the panel and the router to answer", root)
+    return host_status(root)
+
+
+def host_down(root: Path | None = None, timeout: float = 30.0) -> HostStatus:
+    """Stop the host and its supervisord; nothing to do if they are not running."""
+    root = _root(root)
+    if _supervisord_answers(root):
+        pid = _supervisor(root).getPID()
+        _supervisor(root).shutdown()
+        _wait(lambda: not _pid_alive(pid), timeout, "supervisord to stop", root)
+    return host_status(root)
+
+
+def host_status(root: Path | None = None) -> HostStatus:
+    root = _root(root)
+    config = _read_config(root)
+    state, pid, description = "NOT STARTED", None, "supervisord is not running"
+    supervisord = _supervisord_answers(root)
+    if supervisord:
+        try:
+            info = _supervisor(root).getProcessInfo(PROGRAM)
+        except xmlrpc.client.Fault as fault:
+            description = fault.faultString
+        else:
+            state, description = info["statename"], info["description"]
+            pid = info["pid"] or None
+    return HostStatus(
+        root=root,
+        supervisord=supervisord,
+        state=state,
+        pid=pid,
+        description=description,
+        panel_url=config.panel_url,
+        router_url=config.router_url,
+        panel_answers=supervisord and _port_answers(config.panel),
+        router_answers=supervisord and _port_answers(config.router),
+    )
+
+
+def print_status(status: HostStatus) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Host at {status.root}", show_header=False)
+    table.add_row("state", f"[bold]{status.state}[/bold] ({status.description})")
+    table.add_row("panel (XML-RPC)", _answer(status.panel_url, status.panel_answers))
+    table.add_row("router", _answer(status.router_url, status.router_answers))
+    table.add_row("logs", str(status.root / "logs"))
+    Console().print(table)
+
+
+def _answer(url: str, answers: bool) -> str:
+    return f"{url} [green]answers[/green]" if answers else f"{url} [red]does not answer[/red]"
+
+
+def _root(root: Path | None) -> Path:
+    return Path(root or host_paths.default_root()).resolve()
+
+
+def _config_json(config: HostConfig) -> dict:
+    data = asdict(config)
+    data["root"] = str(config.root)
+    return data
+
+
+def _read_config(root: Path) -> HostConfig:
+    saved = host_paths.supervisor_dir(root) / "host.json"
+    if not saved.exists():
+        return HostConfig(root)
+    data = json.loads(saved.read_text())
+    return HostConfig(root, tuple(data["panel"]), tuple(data["router"]), data["wait_limit"])
+
+
+def _supervisord_conf(config: HostConfig, socket_path: Path) -> str:
+    folder = socket_path.parent
+    command = shlex.join(
+        [
+            sys.executable,
+            "-m",
+            "deploy.hosting",
+            "serve",
+            "--root",
+            str(config.root),
+            "--panel",
+            f"{config.panel[0]}:{config.panel[1]}",
+            "--router",
+            f"{config.router[0]}:{config.router[1]}",
+            "--wait-limit",
+            str(config.wait_limit),
+        ]
+    )
+
+    def value(text) -> str:
+        # supervisord expands %(name)s in its values.
+        return str(text).replace("%", "%%")
+
+    return f"""; Written by deploy.host_service.host_up; changes are overwritten.
+[unix_http_server]
+file={value(socket_path)}
+chmod=0700
+
+[supervisord]
+logfile={value(folder / "supervisord.log")}
+pidfile={value(folder / "supervisord.pid")}
+childlogdir={value(folder)}
+directory={value(host_paths.CHECKOUT)}
+identifier=randopony-host
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{value(socket_path)}
+
+[program:{PROGRAM}]
+command={value(command)}
+directory={value(host_paths.CHECKOUT)}
+environment=PYTHONPATH="{value(host_paths.CHECKOUT)}",PYTHONUNBUFFERED="1"
+autostart=true
+autorestart=true
+startsecs=1
+stopsignal=TERM
+stopwaitsecs=15
+redirect_stderr=true
+stdout_logfile={value(host_paths.host_logs(config.root) / "host.log")}
+stdout_logfile_maxbytes=10MB
+stdout_logfile_backups=5
+"""
+
+
+def _supervisor(root: Path):
+    socket_path = host_paths.supervisor_dir(root) / "supervisor.sock"
+    transport = SupervisorTransport(None, None, f"unix://{socket_path}")
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+
+
+def _supervisord_answers(root: Path) -> bool:
+    if not (host_paths.supervisor_dir(root) / "supervisor.sock").exists():
+        return False
+    try:
+        return _supervisor(root).getState()["statename"] == "RUNNING"
+    except (OSError, xmlrpc.client.Error):
+        return False
+
+
+def _port_answers(address: tuple[str, int]) -> bool:
+    try:
+        socket.create_connection(address, timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        Path(f"/proc/{pid}").stat()
+    except FileNotFoundError:
+        return False
+    status = Path(f"/proc/{pid}/status").read_text()
+    return "\nState:\tZ" not in status
+
+
+def _wait(ready, timeout: float, what: str, root: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(0.1)
+    log = host_paths.host_logs(root) / "host.log"
+    tail = log.read_text()[-2000:] if log.exists() else "(no host log yet)"
+    raise HostServiceError(f"gave up waiting {timeout:.0f} s for {what}; host log ends:\n{tail}")

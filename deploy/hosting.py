@@ -1,0 +1,192 @@
+"""The host's process: the hosting panel and the router in one asyncio loop, and its commands.
+
+    python -m deploy.hosting serve [--root DIR] [--panel 127.0.0.1:8090] [--router 127.0.0.1:8080]
+    python -m deploy.hosting set-password [--root DIR] USERNAME   (password from a prompt or stdin)
+
+One process means the panel changes the router's in-memory table directly, so every change
+reaches the router before the API call returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from deploy import host_paths
+from deploy.panel import LoginThrottle, Panel
+from deploy.panel_store import PanelError, PanelStore
+from deploy.router import Router
+from deploy.routing_table import RoutingTable
+
+log = logging.getLogger("deploy.hosting")
+
+DEFAULT_PANEL = ("127.0.0.1", 8090)
+DEFAULT_ROUTER = ("127.0.0.1", 8080)
+DEFAULT_APP_PORTS = range(20000, 30000)
+
+
+@dataclass
+class HostSettings:
+    root: Path
+    panel: tuple[str, int] = DEFAULT_PANEL
+    router: tuple[str, int] = DEFAULT_ROUTER
+    wait_limit: float = 10.0
+    session_ttl: float = 3600.0
+    max_login_failures: int = 5
+    app_ports: range = DEFAULT_APP_PORTS
+
+
+def open_store(settings: HostSettings) -> PanelStore:
+    return PanelStore(
+        host_paths.panel_db(settings.root),
+        host_paths.webapps(settings.root),
+        ips=[settings.router[0]],
+        ports=settings.app_ports,
+    )
+
+
+async def serve(settings: HostSettings, stop: asyncio.Event) -> None:
+    table = RoutingTable(settings.wait_limit)
+    store = open_store(settings)
+    panel = Panel(
+        store,
+        table,
+        home=str(settings.root),
+        session_ttl=settings.session_ttl,
+        throttle=LoginThrottle(settings.max_login_failures),
+    )
+    router = Router(table, host_paths.frontend_logs(settings.root))
+    await router.start()
+
+    panel_app = web.Application()
+    panel_app.router.add_post("/", panel.handle)
+    panel_app.router.add_post("/RPC2", panel.handle)
+    panel_runner = web.AppRunner(panel_app, access_log=None)
+    # The low-level server: no URL dispatch on the hot path, and no aiohttp access log
+    # (the router writes its own, per website).
+    router_runner = web.ServerRunner(web.Server(router.handle, access_log=None), shutdown_timeout=5)
+    await panel_runner.setup()
+    await router_runner.setup()
+    try:
+        await web.TCPSite(panel_runner, *settings.panel).start()
+        await web.TCPSite(router_runner, *settings.router, backlog=1024).start()
+        if not store.has_accounts():
+            log.warning("no account yet: create one with python -m deploy.hosting set-password")
+        log.info(
+            "panel on http://%s:%s/, router on http://%s:%s/, host root %s",
+            *settings.panel,
+            *settings.router,
+            settings.root,
+        )
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await panel_runner.cleanup()
+        await router_runner.cleanup()
+        await router.stop()
+        store.close()
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, not {text!r}")
+    return host, int(port)
+
+
+def _port_range(text: str) -> range:
+    first, _, last = text.partition("-")
+    if not (first.isdigit() and last.isdigit() and 1024 <= int(first) <= int(last) <= 65535):
+        raise argparse.ArgumentTypeError(f"expected FIRST-LAST ports, not {text!r}")
+    return range(int(first), int(last) + 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.hosting", description=__doc__.split("\n")[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("serve", help="run the panel and the router")
+    run.add_argument("--root", type=Path, default=host_paths.default_root())
+    run.add_argument("--panel", type=_address, default=DEFAULT_PANEL, metavar="HOST:PORT")
+    run.add_argument("--router", type=_address, default=DEFAULT_ROUTER, metavar="HOST:PORT")
+    run.add_argument(
+        "--wait-limit",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long requests wait for a moving domain or held writes",
+    )
+    run.add_argument("--session-ttl", type=float, default=3600.0, metavar="SECONDS")
+    run.add_argument(
+        "--max-login-failures",
+        type=int,
+        default=5,
+        help="failed logins per minute before login is refused",
+    )
+    run.add_argument(
+        "--app-ports", type=_port_range, default=DEFAULT_APP_PORTS, metavar="FIRST-LAST"
+    )
+    account = commands.add_parser("set-password", help="create an account or change its password")
+    account.add_argument("--root", type=Path, default=host_paths.default_root())
+    account.add_argument("username")
+    args = parser.parse_args(argv)
+
+    if args.command == "set-password":
+        return _set_password(args.root, args.username)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    settings = HostSettings(
+        root=args.root.resolve(),
+        panel=args.panel,
+        router=args.router,
+        wait_limit=args.wait_limit,
+        session_ttl=args.session_ttl,
+        max_login_failures=args.max_login_failures,
+        app_ports=args.app_ports,
+    )
+    asyncio.run(_run(settings))
+    return 0
+
+
+async def _run(settings: HostSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await serve(settings, stop)
+
+
+def _set_password(root: Path, username: str) -> int:
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"Password for {username}: ")
+        if getpass.getpass("Again: ") != password:
+            print("The passwords differ; nothing changed.", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    store = open_store(HostSettings(root=root.resolve()))
+    try:
+        store.set_password(username, password)
+    except PanelError as error:
+        print(f"Not changed: {error.message}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"Account {username} is ready on the host at {root}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

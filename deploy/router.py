@@ -1,0 +1,244 @@
+"""The front-end web server: routes each request by its Host header to the app's port.
+
+Bodies are streamed both ways, connections to the apps are pooled and kept alive, and each
+website gets an access log with status and duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from deploy.routing_table import NotRouted, RoutingTable
+
+log = logging.getLogger("deploy.router")
+
+# RFC 9110 7.6.1: meaningful for one connection only, never forwarded.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+    }
+)
+# Read whole upstream bodies up to this size: one write instead of a streaming loop.
+SMALL_BODY = 64 * 1024
+UNKNOWN_DOMAINS_LOG = "_unknown_domains"
+
+
+class AccessLogs:
+    """One append-only file per website, kept open and flushed about once a second."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self._files = {}
+        self._dirty = False
+
+    def write(self, website: str, line: str) -> None:
+        handle = self._files.get(website)
+        if handle is None:
+            handle = open(self.folder / f"{website}.access.log", "a", buffering=65536)
+            self._files[website] = handle
+        handle.write(line)
+        self._dirty = True
+
+    def flush(self) -> None:
+        if self._dirty:
+            for handle in self._files.values():
+                handle.flush()
+            self._dirty = False
+
+    async def flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.flush()
+
+    def close(self) -> None:
+        self.flush()
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+
+
+class Router:
+    def __init__(self, table: RoutingTable, logs_dir: Path, connect_timeout: float = 5.0):
+        self.table = table
+        self.access = AccessLogs(logs_dir)
+        self.connect_timeout = connect_timeout
+        self.client: aiohttp.ClientSession | None = None
+        self._flusher: asyncio.Task | None = None
+        self._stamp_second = 0
+        self._stamp = ""
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=512, keepalive_timeout=30, use_dns_cache=False)
+        self.client = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            # Pass the browser's headers as they are: no defaults of our own.
+            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        self._flusher = asyncio.create_task(self.access.flush_forever())
+
+    async def stop(self) -> None:
+        if self._flusher:
+            self._flusher.cancel()
+        if self.client:
+            await self.client.close()
+        self.access.close()
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.monotonic()
+        host = _host_name(request.host)
+        website = None
+        status = 0
+        try:
+            try:
+                target = await self.table.resolve(host, request.method, request.raw_path)
+            except NotRouted as refused:
+                website = refused.website
+                status = refused.status
+                log.info("%s %s %s: %s", status, request.method, request.host, refused.reason)
+                return _page(refused.status, refused.reason)
+            website = target.website
+            response = await self._forward(request, target)
+            status = response.status
+            return response
+        except _AppDown as down:
+            status = 502
+            log.warning(
+                "502 %s %s%s: app %s on port %s does not answer (%s)",
+                request.method,
+                request.host,
+                request.raw_path,
+                down.app,
+                down.port,
+                down.error,
+            )
+            return _page(
+                502,
+                f"The site {website} is down: its app {down.app} does not answer. "
+                "Try again in a moment.",
+            )
+        finally:
+            self._log_access(request, website, status, time.monotonic() - started)
+
+    async def _forward(self, request: web.BaseRequest, target) -> web.StreamResponse:
+        headers = request.headers.copy()
+        for name in HOP_BY_HOP:
+            headers.popall(name, None)
+        peer = request.remote or ""
+        previous = request.headers.get("X-Forwarded-For")
+        headers["X-Forwarded-For"] = f"{previous}, {peer}" if previous else peer
+        headers["X-Forwarded-Proto"] = request.scheme
+        headers["X-Forwarded-Host"] = request.host
+        if target.mount.path != "/":
+            headers["X-Forwarded-Prefix"] = target.mount.path
+        url = URL(f"http://127.0.0.1:{target.mount.port}{target.upstream_path}", encoded=True)
+        data = request.content if request.body_exists else None
+        # A pooled connection the app closed (it restarted, say) fails on first use. Only a
+        # request without a body that cannot change anything is sent again on a new one.
+        attempts = 2 if data is None and request.method in ("GET", "HEAD", "OPTIONS") else 1
+        for attempt in range(attempts):
+            try:
+                upstream = await self.client.request(
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=data,
+                    allow_redirects=False,
+                    compress=None,
+                    chunked=None,
+                )
+                break
+            except aiohttp.ClientConnectorError as error:
+                raise _AppDown(target.mount.app, target.mount.port, error) from None
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+                if attempt + 1 == attempts:
+                    raise _AppDown(target.mount.app, target.mount.port, error) from None
+        try:
+            response_headers = CIMultiDict(
+                (name, value)
+                for name, value in upstream.headers.items()
+                if name.lower() not in HOP_BY_HOP
+            )
+            length = upstream.content_length
+            if length is not None and length <= SMALL_BODY:
+                body = await upstream.read()
+                return web.Response(
+                    status=upstream.status,
+                    reason=upstream.reason,
+                    headers=response_headers,
+                    body=body,
+                )
+            response = web.StreamResponse(
+                status=upstream.status, reason=upstream.reason, headers=response_headers
+            )
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_chunked(SMALL_BODY):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+        finally:
+            upstream.release()
+
+    def _log_access(self, request, website: str | None, status: int, seconds: float) -> None:
+        now = int(time.time())
+        if now != self._stamp_second:
+            # Formatting the time once a second, not once a request, is cheaper on a busy router.
+            self._stamp_second = now
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now))
+        line = (
+            f"{self._stamp} {request.remote} {request.host} "
+            f'"{request.method} {request.raw_path} HTTP/{request.version.major}.'
+            f'{request.version.minor}" {status} {seconds:.4f}\n'
+        )
+        self.access.write(website or UNKNOWN_DOMAINS_LOG, line)
+
+
+class _AppDown(Exception):
+    def __init__(self, app: str, port: int, error: Exception):
+        super().__init__(app)
+        self.app = app
+        self.port = port
+        self.error = error
+
+
+def _host_name(host: str) -> str:
+    name = host.lower()
+    if name.startswith("["):
+        return name.partition("]")[0] + "]"
+    return name.partition(":")[0].removesuffix(".")
+
+
+TITLES = {404: "Not Found", 502: "Bad Gateway", 503: "Service Unavailable"}
+
+
+def _page(status: int, message: str) -> web.Response:
+    title = TITLES.get(status, "Error")
+    body = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{status} {title}</title></head>\n<body><h1>{status} {title}</h1>\n"
+        f"<p>{html.escape(message)}</p>\n<p><small>RandoPony host router</small></p>\n"
+        "</body></html>\n"
+    )
+    headers = {"Retry-After": "5"} if status in (502, 503) else None
+    return web.Response(status=status, text=body, content_type="text/html", headers=headers)

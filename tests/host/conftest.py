@@ -1,0 +1,165 @@
+"""Real processes for the host's tests: the host (panel + router) and tiny waitress apps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from deploy.hosting import HostSettings, open_store
+from deploy.hosting_api import HostingAPI
+
+HERE = Path(__file__).resolve().parent
+CHECKOUT = HERE.parent.parent
+USERNAME = "pony"
+PASSWORD = "correct horse battery"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing answered on port {port} within {timeout} s:\n{log.read_text()}")
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def set_password(root: Path, username: str, password: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "deploy.hosting", "set-password", "--root", str(root), username],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        cwd=CHECKOUT,
+        check=False,
+    )
+
+
+@dataclass
+class Host:
+    """The host process (panel and router) on free loopback ports."""
+
+    root: Path
+    panel_port: int
+    router_port: int
+    extra_args: tuple[str, ...] = ()
+    process: subprocess.Popen | None = None
+
+    @property
+    def panel_url(self) -> str:
+        return f"http://127.0.0.1:{self.panel_port}/"
+
+    @property
+    def router_url(self) -> str:
+        return f"http://127.0.0.1:{self.router_port}"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "host-test.log"
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "deploy.hosting",
+            "serve",
+            "--root",
+            str(self.root),
+            "--panel",
+            f"127.0.0.1:{self.panel_port}",
+            "--router",
+            f"127.0.0.1:{self.router_port}",
+            *self.extra_args,
+        ]
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=CHECKOUT
+            )
+        wait_for_port(self.panel_port, self.process, self.log)
+        wait_for_port(self.router_port, self.process, self.log)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def api(self) -> HostingAPI:
+        api = HostingAPI(self.panel_url)
+        api.login(USERNAME, PASSWORD)
+        return api
+
+
+def make_host(root: Path, *extra_args: str) -> Host:
+    # In-process to keep tests quick; test_workflow covers the set-password command.
+    store = open_store(HostSettings(root=root))
+    store.set_password(USERNAME, PASSWORD)
+    store.close()
+    return Host(root, free_port(), free_port(), tuple(extra_args))
+
+
+@pytest.fixture
+def host(tmp_path):
+    running = make_host(tmp_path / "host", "--wait-limit", "5")
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def api(host) -> HostingAPI:
+    return host.api()
+
+
+@pytest.fixture
+def start_app(tmp_path):
+    """Start the sample waitress app on a port; every app started is stopped afterwards."""
+    started = []
+
+    def start(name: str, port: int) -> subprocess.Popen:
+        log = tmp_path / f"app-{name}-{port}.log"
+        with open(log, "a") as output:
+            process = subprocess.Popen(
+                [sys.executable, str(HERE / "sample_app.py"), name, str(port)],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        started.append(process)
+        wait_for_port(port, process, log)
+        return process
+
+    start.processes = started
+    yield start
+    for process in started:
+        stop_process(process)

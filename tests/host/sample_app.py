@@ -1,0 +1,99 @@
+"""A tiny WSGI app for the host's tests, run on waitress in its own process.
+
+    python tests/host/sample_app.py NAME PORT
+
+It counts the POSTs it receives by their `id`, so a test can check each was answered once.
+"""
+
+import hashlib
+import json
+import logging
+import sys
+import threading
+import time
+from urllib.parse import parse_qs
+
+import waitress
+
+posts: dict[str, int] = {}
+lock = threading.Lock()
+
+
+def make_app(name: str):
+    def app(environ, start_response):
+        path = environ["PATH_INFO"]
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        method = environ["REQUEST_METHOD"]
+        if path == "/big":
+            size = int(query["bytes"][0])
+            start_response(
+                "200 OK",
+                [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))],
+            )
+            return _pattern(size)
+        if method == "POST" and path == "/digest":
+            digest, length = hashlib.sha256(), 0
+            stream = environ["wsgi.input"]
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+                length += len(chunk)
+            return _json(start_response, {"sha256": digest.hexdigest(), "length": length})
+        if method == "POST":
+            post_id = query.get("id", ["?"])[0]
+            environ["wsgi.input"].read()
+            with lock:
+                posts[post_id] = posts.get(post_id, 0) + 1
+            return _json(start_response, {"app": name, "id": post_id})
+        if path == "/posts":
+            with lock:
+                return _json(start_response, dict(posts))
+        if path == "/slow":
+            time.sleep(float(query["seconds"][0]))
+        headers = {
+            key[5:].replace("_", "-").lower(): value
+            for key, value in environ.items()
+            if key.startswith("HTTP_")
+        }
+        return _json(
+            start_response,
+            {
+                "app": name,
+                "path": path,
+                "query": environ.get("QUERY_STRING", ""),
+                "headers": headers,
+                "remote_port": environ.get("REMOTE_PORT"),
+            },
+        )
+
+    return app
+
+
+def _pattern(size: int):
+    block = bytes(range(256)) * 4096  # 1 MiB
+    sent = 0
+    while sent < size:
+        piece = block[: size - sent]
+        sent += len(piece)
+        yield piece
+
+
+def _json(start_response, data) -> list[bytes]:
+    body = json.dumps(data).encode()
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
+    return [body]
+
+
+if __name__ == "__main__":
+    app_name, port = sys.argv[1], int(sys.argv[2])
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    # Keep the X-Forwarded-* headers so the tests can see what the router sent.
+    waitress.serve(
+        make_app(app_name),
+        host="127.0.0.1",
+        port=port,
+        threads=8,
+        clear_untrusted_proxy_headers=False,
+        _quiet=True,
+    )

@@ -1,0 +1,164 @@
+"""Moving a domain between apps the Webfaction way (detach, then attach) fails no request."""
+
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from tests.host.conftest import make_host
+
+DOMAIN = "randopony.localhost"
+
+
+class LoopingClients:
+    """Threads looping GETs and POSTs through the router until stopped."""
+
+    def __init__(self, host, threads: int = 4):
+        self.url = host.router_url
+        self.headers = {"Host": DOMAIN}
+        self.threads = threads
+        self.stopping = threading.Event()
+        self.failures: list[str] = []
+        self.answered_by: dict[str, str] = {}
+        self.gets = 0
+        self.longest = 0.0
+        self.lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(threads)
+        self.futures = []
+
+    def __enter__(self):
+        self.futures = [self.pool.submit(self._loop) for _ in range(self.threads)]
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        for future in self.futures:
+            future.result()
+        self.pool.shutdown()
+
+    def _loop(self):
+        session = requests.Session()
+        while not self.stopping.is_set():
+            post_id = uuid.uuid4().hex
+            for method in ("GET", "POST"):
+                params = {"id": post_id} if method == "POST" else None
+                started = time.monotonic()
+                try:
+                    answer = session.request(
+                        method,
+                        self.url + "/register",
+                        params=params,
+                        data=b"rider=1" if method == "POST" else None,
+                        headers=self.headers,
+                        timeout=15,
+                    )
+                except requests.RequestException as error:
+                    self._record(failure=f"{method}: {error}")
+                    continue
+                took = time.monotonic() - started
+                if answer.status_code != 200:
+                    self._record(failure=f"{method}: {answer.status_code} {answer.text[:200]}")
+                    continue
+                with self.lock:
+                    self.longest = max(self.longest, took)
+                    if method == "POST":
+                        self.answered_by[post_id] = answer.json()["app"]
+                    else:
+                        self.gets += 1
+        session.close()
+
+    def _record(self, failure: str):
+        with self.lock:
+            self.failures.append(failure)
+
+
+def post_counts(host, port: int) -> dict[str, int]:
+    return requests.get(f"http://127.0.0.1:{port}/posts", timeout=5).json()
+
+
+def setup_two_releases(api, start_app):
+    old, new = api.create_app("randopony2026r1"), api.create_app("randopony2026r2")
+    start_app("r1", old.port)
+    start_app("r2", new.port)
+    ip = api.list_ips()[0]
+    api.create_website("production_r1", ip, False, [DOMAIN], [("randopony2026r1", "/")])
+    api.create_website("production_r2", ip, False, [], [("randopony2026r2", "/")])
+    return old, new, ip
+
+
+def check_every_post_answered_once(host, clients, old, new):
+    assert clients.failures == []
+    counts_old, counts_new = post_counts(host, old.port), post_counts(host, new.port)
+    assert set(counts_old) & set(counts_new) == set()
+    received = {**counts_old, **counts_new}
+    assert set(received) == set(clients.answered_by)
+    assert set(received.values()) == {1}
+    for post_id, app in clients.answered_by.items():
+        assert post_id in (counts_old if app == "r1" else counts_new)
+    return counts_old, counts_new
+
+
+def test_detach_then_attach_fails_no_request(host, api, start_app):
+    old, new, ip = setup_two_releases(api, start_app)
+    with LoopingClients(host) as clients:
+        time.sleep(0.5)
+        api.update_website("production_r1", ip, False, [], [("randopony2026r1", "/")])
+        # The gap a slow maintainer or a network leaves between the two calls.
+        time.sleep(0.5)
+        api.update_website("production_r2", ip, False, [DOMAIN], [("randopony2026r2", "/")])
+        time.sleep(0.5)
+    counts_old, counts_new = check_every_post_answered_once(host, clients, old, new)
+    assert counts_old and counts_new and clients.gets > 20
+    # Requests waited through the gap instead of failing.
+    assert clients.longest >= 0.4
+
+
+def test_move_under_a_write_hold_with_requests_in_flight(host, api, start_app):
+    old, new, ip = setup_two_releases(api, start_app)
+    slow = ThreadPoolExecutor(1)
+    with LoopingClients(host) as clients:
+        time.sleep(0.3)
+        in_flight = slow.submit(
+            requests.get,
+            host.router_url + "/slow?seconds=1.5",
+            headers={"Host": DOMAIN},
+            timeout=15,
+        )
+        time.sleep(0.2)
+        assert api.hold_writes("production_r1") == [DOMAIN]
+        time.sleep(0.2)
+        # Writes already in flight have finished; held ones must not reach the old release.
+        old_posts_at_hold = post_counts(host, old.port)
+        time.sleep(0.5)
+        api.update_website("production_r1", ip, False, [], [("randopony2026r1", "/")])
+        api.update_website("production_r2", ip, False, [DOMAIN], [("randopony2026r2", "/")])
+        time.sleep(0.3)
+        assert api.release_writes("production_r1") == [DOMAIN]
+        time.sleep(0.5)
+    # The request that started before the move finished on the old app.
+    assert in_flight.result().json()["app"] == "r1"
+    slow.shutdown()
+    counts_old, counts_new = check_every_post_answered_once(host, clients, old, new)
+    assert counts_old == old_posts_at_hold
+    assert counts_new
+
+
+def test_a_detached_domain_that_never_comes_back_ends_in_404(tmp_path, start_app):
+    host = make_host(tmp_path / "host", "--wait-limit", "1.5")
+    host.start()
+    try:
+        check_detached_domain_ends_in_404(host, start_app)
+    finally:
+        host.stop()
+
+
+def check_detached_domain_ends_in_404(host, start_app):
+    api = host.api()
+    _, _, ip = setup_two_releases(api, start_app)
+    api.update_website("production_r1", ip, False, [], [("randopony2026r1", "/")])
+    started = time.monotonic()
+    answer = requests.get(host.router_url + "/", headers={"Host": DOMAIN}, timeout=15)
+    assert answer.status_code == 404
+    assert 1.4 <= time.monotonic() - started < 4

@@ -1,0 +1,94 @@
+"""host_up / host_status / host_down run the host under its own supervisord."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from deploy import host_service
+from deploy.hosting_api import HostingAPI
+from tests.host.conftest import CHECKOUT, PASSWORD, USERNAME, free_port, set_password
+
+FAB = str(Path(sys.executable).parent / "fab")
+
+
+@pytest.fixture
+def root(tmp_path):
+    root = tmp_path / "host"
+    yield root
+    # Whatever a test did, leave no supervisord behind.
+    host_service.host_down(root)
+
+
+def test_host_up_status_down(root):
+    assert set_password(root, USERNAME, PASSWORD).returncode == 0
+    panel_port, router_port = free_port(), free_port()
+
+    status = host_service.host_up(root, panel_port=panel_port, router_port=router_port)
+    assert status.running and status.supervisord
+    assert status.panel_url == f"http://127.0.0.1:{panel_port}/"
+    assert (root / "supervisor" / "supervisord.conf").exists()
+
+    api = HostingAPI(status.panel_url)
+    api.login(USERNAME, PASSWORD)
+    api.create_app("randopony2026r1")
+    answer = requests.get(status.router_url, headers={"Host": "nosuch.localhost"}, timeout=5)
+    assert answer.status_code == 404
+
+    # A crash: supervisord starts the host again, with the same state.
+    os.kill(status.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        again = host_service.host_status(root)
+        if again.running and again.pid != status.pid:
+            break
+        time.sleep(0.2)
+    assert again.running and again.pid != status.pid
+    assert [app.name for app in api.list_apps()] == ["randopony2026r1"]
+
+    # host_up on a running host keeps it as it is.
+    assert (
+        host_service.host_up(root, panel_port=panel_port, router_port=router_port).pid == again.pid
+    )
+
+    stopped = host_service.host_down(root)
+    assert not stopped.running and not stopped.supervisord
+    assert stopped.state == "NOT STARTED"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", router_port), timeout=1)
+    assert host_service.host_down(root) == stopped
+
+
+def test_host_up_refuses_a_port_in_use_and_starts_nothing(root):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        with pytest.raises(
+            host_service.HostServiceError, match=f"127.0.0.1:{taken} is already in use"
+        ):
+            host_service.host_up(root, panel_port=free_port(), router_port=taken)
+    assert not host_service.host_status(root).supervisord
+
+
+def test_fab_tasks_call_into_deploy(root):
+    listed = subprocess.run(
+        [FAB, "--list"], cwd=CHECKOUT, capture_output=True, text=True, check=True
+    )
+    for name in ("host_up", "host_down", "host_status"):
+        assert name in listed.stdout
+    status = subprocess.run(
+        [FAB, "host_status", "--root", str(root)],
+        cwd=CHECKOUT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert status.returncode == 3
+    assert "NOT STARTED" in status.stdout

@@ -1,0 +1,181 @@
+"""What a browser sees through the router: pages, headers, big bodies, held writes, logs."""
+
+import hashlib
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+DOMAIN = "randopony.localhost"
+MB20 = 20 * 1024 * 1024
+
+
+@pytest.fixture
+def site(host, api, start_app):
+    """A website for DOMAIN served by a running sample app."""
+    app = api.create_app("randopony2026r1")
+    start_app("r1", app.port)
+    api.create_website("randopony", api.list_ips()[0], False, [DOMAIN], [(app.name, "/")])
+    return app
+
+
+def get(host, path="/", domain=DOMAIN, **kwargs):
+    headers = {"Host": f"{domain}:{host.router_port}", **kwargs.pop("headers", {})}
+    return requests.get(host.router_url + path, headers=headers, timeout=20, **kwargs)
+
+
+def wait_for_text(path, text, timeout=5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        content = path.read_text() if path.exists() else ""
+        if text in content:
+            return content
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not in {path} after {timeout} s:\n{content}")
+
+
+def test_unknown_domain_gets_the_hosts_404_page(host, site):
+    answer = get(host, "/events", domain="nosuchsite.localhost")
+    assert answer.status_code == 404
+    assert answer.headers["Content-Type"].startswith("text/html")
+    assert "<h1>404 Not Found</h1>" in answer.text
+    assert "no website serves nosuchsite.localhost" in answer.text
+    wait_for_text(host.log, "404 GET nosuchsite.localhost")
+    wait_for_text(
+        host.root / "logs/frontend/_unknown_domains.access.log", '"GET /events HTTP/1.1" 404'
+    )
+
+
+def test_app_that_does_not_answer_gets_a_502_page_naming_the_site(host, api):
+    app = api.create_app("stopped_app")
+    api.create_website("sleepy", api.list_ips()[0], False, ["sleepy.localhost"], [(app.name, "/")])
+    answer = get(host, domain="sleepy.localhost")
+    assert answer.status_code == 502
+    assert "<h1>502 Bad Gateway</h1>" in answer.text
+    assert "The site sleepy is down: its app stopped_app does not answer" in answer.text
+    wait_for_text(host.log, f"app stopped_app on port {app.port} does not answer")
+    wait_for_text(host.root / "logs/frontend/sleepy.access.log", '"GET / HTTP/1.1" 502')
+
+
+def test_app_sees_the_original_host_and_forwarded_headers(host, site):
+    seen = get(host, "/whoami", headers={"X-Forwarded-For": "203.0.113.9"}).json()
+    headers = seen["headers"]
+    assert headers["host"] == f"{DOMAIN}:{host.router_port}"
+    assert headers["x-forwarded-host"] == f"{DOMAIN}:{host.router_port}"
+    assert headers["x-forwarded-proto"] == "http"
+    assert headers["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+    assert "x-forwarded-prefix" not in headers
+
+
+def test_connections_are_kept_alive_both_ways(host, site):
+    with requests.Session() as browser:
+        first = browser.get(host.router_url, headers={"Host": DOMAIN}, timeout=5)
+        second = browser.get(host.router_url, headers={"Host": DOMAIN}, timeout=5)
+    assert first.headers.get("Connection", "keep-alive").lower() == "keep-alive"
+    # The same pooled connection to the app carried both requests.
+    assert first.json()["remote_port"] == second.json()["remote_port"]
+
+
+def test_large_bodies_are_streamed_intact(host, site):
+    answer = get(host, f"/big?bytes={MB20}", stream=True)
+    digest, length = hashlib.sha256(), 0
+    for chunk in answer.iter_content(1 << 20):
+        digest.update(chunk)
+        length += len(chunk)
+    expected = hashlib.sha256((bytes(range(256)) * 4096) * 20).hexdigest()
+    assert (length, digest.hexdigest()) == (MB20, expected)
+
+    body = bytes(range(256)) * (MB20 // 256)
+    uploaded = requests.post(
+        host.router_url + "/digest", data=body, headers={"Host": DOMAIN}, timeout=20
+    ).json()
+    assert uploaded == {"sha256": hashlib.sha256(body).hexdigest(), "length": MB20}
+
+    # A body of unknown length (chunked) too.
+    pieces = (body[i : i + (1 << 20)] for i in range(0, MB20, 1 << 20))
+    chunked = requests.post(
+        host.router_url + "/digest", data=pieces, headers={"Host": DOMAIN}, timeout=20
+    ).json()
+    assert chunked == uploaded
+
+
+def test_held_writes_wait_while_reads_go_on(host, api, site):
+    assert api.hold_writes("randopony") == [DOMAIN]
+    post = {}
+
+    def send_post():
+        post["answer"] = requests.post(
+            host.router_url + "/register?id=held", headers={"Host": DOMAIN}, timeout=20
+        )
+        post["done"] = time.monotonic()
+
+    poster = threading.Thread(target=send_post)
+    poster.start()
+    started = time.monotonic()
+    assert get(host).status_code == 200
+    assert time.monotonic() - started < 0.5
+    time.sleep(0.8)
+    assert "answer" not in post
+    assert requests.get(f"http://127.0.0.1:{site.port}/posts", timeout=5).json() == {}
+
+    released = time.monotonic()
+    assert api.release_writes("randopony") == [DOMAIN]
+    poster.join(10)
+    assert post["answer"].status_code == 200
+    assert post["done"] - released < 1.0
+    assert requests.get(f"http://127.0.0.1:{site.port}/posts", timeout=5).json() == {"held": 1}
+
+
+def test_a_hold_lapses_by_itself(host, api, site):
+    api.hold_writes("randopony", seconds=1)
+    started = time.monotonic()
+    answer = requests.post(host.router_url + "/register?id=x", headers={"Host": DOMAIN}, timeout=20)
+    assert answer.status_code == 200
+    assert 0.8 < time.monotonic() - started < 3
+
+
+def test_access_log_per_website_has_status_and_duration(host, site):
+    get(host, "/events?club=bc")
+    content = wait_for_text(host.root / "logs/frontend/randopony.access.log", "/events?club=bc")
+    line = next(line for line in content.splitlines() if "/events?club=bc" in line)
+    assert '"GET /events?club=bc HTTP/1.1" 200 ' in line
+    assert float(line.rsplit(" ", 1)[1]) < 5
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_a_browser_opens_a_localhost_name_without_dns(host, site):
+    # The machine's resolver knows no *.localhost names; the browser resolves them itself.
+    shown = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--dump-dom",
+            f"http://{DOMAIN}:{host.router_port}/from-a-browser",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert '"path": "/from-a-browser"' in shown.stdout
+
+
+def test_a_restarted_app_is_reached_again_at_once(host, site, start_app, tmp_path):
+    with requests.Session() as browser:
+        assert browser.get(host.router_url, headers={"Host": DOMAIN}, timeout=5).ok
+        # The app restarts on its port; the router's pooled connection to it is now dead.
+        start_app.processes[-1].terminate()
+        start_app.processes[-1].wait(10)
+        start_app("r1-again", site.port)
+        answer = browser.get(host.router_url, headers={"Host": DOMAIN}, timeout=5)
+    assert answer.status_code == 200
+    assert answer.json()["app"] == "r1-again"
