@@ -3,9 +3,9 @@
 import os
 from logging.config import fileConfig
 
+from alembic import context
 from pyramid.paster import get_appsettings
 
-from alembic import context
 from app.models import get_engine, metadata
 
 config = context.config

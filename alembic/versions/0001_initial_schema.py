@@ -6,7 +6,6 @@ Create Date: 2026-11-21 18:57:02.890825
 """
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision = "0001"
