@@ -16,6 +16,7 @@ def main(global_config, **settings):
         samesite="Lax",
         secure=app_settings.as_bool(settings.get("session.secure_cookie", False)),
         timeout=8 * 3600,
+        reissue_time=600,  # not on every request: a cookie per page defeats caching
     )
     # Plain-text templates (emails) must not be HTML-escaped.
     settings.setdefault("jinja2_text.autoescape", "false")

@@ -56,7 +56,7 @@ def register(request, event, values) -> tuple[object, bool]:
     else:
         distances = event.distances
         fields.update(
-            populaire=event,
+            populaire_id=event.id,
             distance=values.get("distance") or (distances[0] if distances else None),
         )
     rider = rider_cls(**fields)

@@ -106,7 +106,7 @@ def test_smtp_down_then_up_is_retried_until_sent(app_settings, db, start_worker,
         assert to == ["patient@example.org"]
     finally:
         controller.stop()
-    assert worker.wait_for_output("sent outbox email"), worker.output()
+    assert worker.wait_for_output("] sent outbox email 1 to"), worker.output()
     db.expire_all()
     row = db.scalar(select(OutboundEmail))
     assert row.sent_at is not None and row.attempts >= 2
