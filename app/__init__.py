@@ -11,7 +11,7 @@ def main(global_config, **settings):
     settings = app_settings.load(settings)
     session_factory = SignedCookieSessionFactory(
         settings["session_secret"],
-        cookie_name="randopony_session",
+        cookie_name=settings.setdefault("session.cookie_name", "randopony_session"),
         httponly=True,
         samesite="Lax",
         secure=app_settings.as_bool(settings.get("session.secure_cookie", False)),
@@ -31,6 +31,8 @@ def main(global_config, **settings):
         config.include(".worker")
         config.include(".routes")
         config.include(".templating")
+        if app_settings.as_bool(settings.get("page_cache", True)):
+            config.include(".page_cache")
         config.set_default_csrf_options(require_csrf=True)
         config.scan(".views")
     return config.make_wsgi_app()

@@ -4,14 +4,18 @@ import zope.sqlalchemy
 from sqlalchemy import engine_from_config, event
 from sqlalchemy.orm import configure_mappers, sessionmaker
 
+from . import page_generation
 from .events import Brevet, Populaire  # noqa: F401
 from .meta import Base, metadata  # noqa: F401
 from .outbox import OutboundEmail  # noqa: F401
+from .page_generation import PageGeneration  # noqa: F401
 from .riders import BrevetRider, PopulaireRider  # noqa: F401
 from .site_config import EmailAddress, Link  # noqa: F401
 from .wranglers import Wrangler  # noqa: F401
 
 configure_mappers()
+
+page_generation.PUBLIC_MODELS = (Brevet, Populaire, BrevetRider, PopulaireRider, EmailAddress, Link)
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 

@@ -1,0 +1,69 @@
+"""Public pages are cached for visitors without a session, and never shown stale."""
+
+import webtest
+from sqlalchemy import select
+
+from app import main
+from app.models import Brevet
+from tests.factories import make_brevet, make_brevet_rider
+
+
+def test_a_sign_up_in_another_process_shows_at_once(app_settings, db):
+    brevet = make_brevet(db)
+    db.commit()
+    url = f"/brevets/LM/200/{brevet.url_date}"
+    reader = webtest.TestApp(main({}, **app_settings))  # e.g. the old release during a promotion
+    writer = webtest.TestApp(main({}, **app_settings))
+    assert "Nobody yet" in reader.get(url).text
+    assert "Nobody yet" in reader.get(url).text  # now from the cache
+
+    form = writer.get(url + "/entry").forms[0]
+    form["email"], form["first_name"], form["last_name"] = "a@example.org", "Ada", "Lovelace"
+    form["bike_type"] = "single"
+    form.submit()
+
+    reader.reset()
+    assert "Ada Lovelace" in reader.get(url).text
+
+
+def test_a_change_made_directly_in_the_database_session_shows_at_once(testapp, db):
+    brevet = make_brevet(db, route_name="Old Name")
+    db.commit()
+    url = f"/brevets/LM/200/{brevet.url_date}"
+    assert "Old Name" in testapp.get(url).text
+    db.scalar(select(Brevet)).route_name = "New Name"
+    db.commit()
+    assert "New Name" in testapp.get(url).text
+    make_brevet_rider(db, brevet, first_name="Late", last_name="Rider")
+    db.commit()
+    assert "Late Rider" in testapp.get(url).text
+
+
+def test_visitors_with_a_session_get_their_own_page(testapp, db):
+    brevet = make_brevet(db)
+    db.commit()
+    url = f"/brevets/LM/200/{brevet.url_date}"
+    testapp.get(url)  # cached for anonymous visitors
+    form = testapp.get(url + "/entry").forms[0]  # starts a session (CSRF token)
+    form["email"], form["first_name"], form["last_name"] = "a@example.org", "Ada", "Lovelace"
+    form["bike_type"] = "single"
+    page = form.submit().follow()
+    assert "Thank you, Ada" in page.text  # the flash message is not lost to a cached page
+    assert testapp.get(url).text.count("Thank you") == 0  # and shown only once
+
+
+def test_no_session_cookie_is_cached_or_shared(testapp, db):
+    brevet = make_brevet(db)
+    db.commit()
+    url = f"/brevets/LM/200/{brevet.url_date}"
+    first = testapp.get(url)
+    second = webtest.TestApp(testapp.app).get(url)
+    assert "Set-Cookie" not in first.headers and "Set-Cookie" not in second.headers
+
+
+def test_head_requests_do_not_poison_the_cache(testapp, db):
+    brevet = make_brevet(db, route_name="Full Body")
+    db.commit()
+    url = f"/brevets/LM/200/{brevet.url_date}"
+    testapp.head(url)
+    assert "Full Body" in testapp.get(url).text
