@@ -18,6 +18,7 @@ requires = [
     "tzdata",
     # the host and the release machinery
     "aiohttp",
+    "uvloop",
     "supervisor",
     "fabric>=3",
     "rich",
