@@ -74,6 +74,13 @@ def host(make_host, root):
     return make_host(root)
 
 
+@pytest.fixture
+def ssh_host(ssh_server, root):
+    """For what only SSHHost has to get right: a shell on the far side, a tunnel."""
+    with SSHHost(str(root), **ssh_server.host_options()) as host:
+        yield host
+
+
 def new_key(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
@@ -123,22 +130,17 @@ def test_run_shows_each_line_as_it_comes(host):
     assert result.stdout == "one\ntwo\nthree"
 
 
-def test_ssh_run_refuses_an_environment_name_the_shell_would_run(make_host, root, tmp_path):
-    host = make_host(root)
-    if not isinstance(host, SSHHost):
-        pytest.skip("a local environment is a dict handed to execve, never parsed by a shell")
+def test_ssh_run_refuses_an_environment_name_the_shell_would_run(ssh_host, tmp_path):
+    # LocalHost hands its environment to execve as a dict: no shell parses the names.
     with pytest.raises(HostError, match="not a valid environment variable name"):
-        host.run(["true"], env={f"X=1 touch {tmp_path}/pwned;Y": "1"})
+        ssh_host.run(["true"], env={f"X=1 touch {tmp_path}/pwned;Y": "1"})
     assert markers(tmp_path) == []
 
 
-def test_ssh_run_timeout_is_a_host_error(make_host, root):
-    host = make_host(root)
-    if not isinstance(host, SSHHost):
-        pytest.skip("LocalHost lets subprocess.TimeoutExpired through (see the report)")
+def test_ssh_run_timeout_is_a_host_error(ssh_host):
     started = time.monotonic()
     with pytest.raises(HostError, match="did not finish within 0.5 s"):
-        host.run(["sleep", "5"], timeout=0.5)
+        ssh_host.run(["sleep", "5"], timeout=0.5)
     assert time.monotonic() - started < 4
 
 
@@ -404,17 +406,14 @@ def test_reach_gives_a_local_port_to_the_hosts_loopback(host, kind, http_port):
             assert answer.read() == big
 
 
-def test_ssh_tunnel_survives_a_service_that_is_not_up_yet(make_host, root, http_port):
-    host = make_host(root)
-    if not isinstance(host, SSHHost):
-        pytest.skip("no tunnel on the local host")
+def test_ssh_tunnel_survives_a_service_that_is_not_up_yet(ssh_host, http_port):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
-    with host.reach(closed_port) as port:
+    with ssh_host.reach(closed_port) as port:
         with pytest.raises((urllib.error.URLError, ConnectionError)):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
-    with host.reach(http_port) as port:
+    with ssh_host.reach(http_port) as port:
         with pytest.raises((urllib.error.URLError, ConnectionError)):
             urllib.request.urlopen(f"http://127.0.0.1:{closed_port}/", timeout=5)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as answer:
