@@ -222,7 +222,7 @@ def test_write_text_creates_folders_and_sets_the_mode(host, root):
 
 def test_write_text_is_atomic(host, root):
     """A reader polling the file sees the old content or the new one, never a partial one."""
-    contents = ["a" * 300_000, "b" * 300_000]
+    contents = ["a" * 100_000, "b" * 100_000]
     target = root / "state.json"
     host.write_text("state.json", contents[0])
     seen, reading, stop = set(), threading.Event(), threading.Event()
@@ -236,7 +236,7 @@ def test_write_text_is_atomic(host, root):
     reader.start()
     try:
         reading.wait(5)
-        for i in range(6):
+        for i in range(4):
             host.write_text("state.json", contents[(i + 1) % 2])
     finally:
         stop.set()
