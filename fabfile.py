@@ -1,15 +1,265 @@
-"""Maintainer tasks: `fab --list`. Each task is a thin layer over deploy/.
-Task names keep their underscores (see fabric.yaml).
+"""RandoPony maintainer tasks (`fab -l`). Each task is a thin layer over deploy/.
 
-fab host_up [--root DIR] [--panel-port 8090] [--router-port 8080]
-fab host_status [--root DIR]
-fab host_down [--root DIR]
+The seed guide's commands work as written, with underscores: `fab init_staging`,
+`fab deploy_staging` (or just `fab`), `fab start_app --release=staging`, `fab releases`...
+
+The module values below are the defaults and expectations for this checkout; the host keeps the
+truth about which release is staging and which is production, and tasks check them against it.
+Scripts and tests may override them with environment variables (RANDOPONY_HOST_ROOT, ...).
+Passwords come from a prompt, or from RANDOPONY_HOSTING_PASSWORD / RANDOPONY_WRANGLER_PASSWORD.
 """
+
+import os
 
 from fabric import task
 from invoke import Exit
 
-from deploy import host_service
+from deploy import app_control, host_service, staging
+from deploy.hosting_api import HostingError
+from deploy.hosts import HostError
+from deploy.records import LockHeld
+from deploy.target import CHECKOUT, Target, TargetError
+
+# The seed's module values. user/hosts: set ssh_host to deploy to a real server over SSH.
+app_name = "randopony"
+staging_release = "2026r1"
+production_release = None
+staging_domain = "staging.randopony.localhost"
+production_domain = "randopony.localhost"
+hosting_api = "http://127.0.0.1:8090/"  # the panel, as seen on the host (tunnelled over SSH)
+hosting_user = "randopony"
+host_root = str(CHECKOUT / "var" / "host")  # over SSH: the account's home, e.g. /home/randopony
+ssh_host = None  # e.g. "randopony@pony.example.org:22"
+ssh_key = None
+ssh_known_hosts = None
+wrangler_email = "wrangler@example.com"
+
+ENVIRONMENT = {
+    "app_name": "RANDOPONY_APP_NAME",
+    "staging_release": "RANDOPONY_STAGING_RELEASE",
+    "production_release": "RANDOPONY_PRODUCTION_RELEASE",
+    "staging_domain": "RANDOPONY_STAGING_DOMAIN",
+    "production_domain": "RANDOPONY_PRODUCTION_DOMAIN",
+    "hosting_api": "RANDOPONY_HOSTING_API",
+    "hosting_user": "RANDOPONY_HOSTING_USER",
+    "host_root": "RANDOPONY_HOST_ROOT",
+    "ssh_host": "RANDOPONY_SSH_HOST",
+    "ssh_key": "RANDOPONY_SSH_KEY",
+    "ssh_known_hosts": "RANDOPONY_SSH_KNOWN_HOSTS",
+    "wrangler_email": "RANDOPONY_WRANGLER_EMAIL",
+}
+FAILURES = (TargetError, HostError, HostingError, staging.DeployError, LockHeld)
+
+
+def target() -> Target:
+    values = {name: os.environ.get(var, globals()[name]) for name, var in ENVIRONMENT.items()}
+    return Target(**values)
+
+
+def run(action, *args):
+    """Run a deploy/ function; a refusal or failure ends the task with its message, exit 1."""
+    try:
+        return action(*args)
+    except FAILURES as error:
+        raise Exit(f"error: {error}", code=1) from None
+
+
+def wrangler_password() -> str:
+    password = os.environ.get("RANDOPONY_WRANGLER_PASSWORD")
+    if password:
+        return password
+    import getpass
+
+    try:
+        return getpass.getpass("Password for the staging wrangler: ")
+    except (EOFError, KeyboardInterrupt):
+        raise Exit("error: no wrangler password: set RANDOPONY_WRANGLER_PASSWORD", code=1) from None
+
+
+def journaled(name):
+    """One step of init_staging on its own, locked and journaled like the whole."""
+
+    def call(t):
+        host = t.checked().connect()
+        journal = staging.records.Journal(host, name, t.staging_release)
+        try:
+            with staging.records.host_lock(host, name, t.staging_release):
+                return getattr(staging, name)(t, host, journal)
+        finally:
+            host.close()
+
+    return call
+
+
+# Staging deployment
+
+
+@task
+def init_staging(c):
+    """First deployment of staging_release: app and website, code, virtualenv, database."""
+    address = run(staging.init_staging, target(), None, wrangler_password())
+    print(f"Staging is up: {address}")
+
+
+@task
+def init_staging_app(c):
+    """Create the staging app (which assigns its port) and its website through the panel."""
+    t = target().checked()
+
+    def call():
+        host = t.connect()
+        try:
+            staging.init_staging_app(
+                t, host, staging.records.Journal(host, "init_staging_app", t.staging_release)
+            )
+        finally:
+            host.close()
+
+    run(call)
+
+
+@task
+def rsync_code(c):
+    """Copy the checkout into the staging release's src/ (rsync --delete --links)."""
+    run(journaled("rsync_code"), target())
+
+
+@task
+def install_app(c):
+    """Virtualenv, package, credentials (0400), ini link, bin/ scripts, supervisord.conf."""
+    run(journaled("install_app"), target())
+
+
+@task
+def init_staging_db(c):
+    """Initialise the staging database with staging-safe addresses and links and a wrangler."""
+    t = target().checked()
+    password = wrangler_password()
+
+    def call():
+        host = t.connect()
+        try:
+            journal = staging.records.Journal(host, "init_staging_db", t.staging_release)
+            staging.init_staging_db(t, host, journal, password)
+        finally:
+            host.close()
+
+    run(call)
+
+
+@task(default=True)
+def deploy_staging(c):
+    """(default) rsync_code, install_app, then restart the staging app and worker."""
+    address = run(staging.deploy_staging, target())
+    print(f"Staging is up: {address}")
+
+
+# Apps and supervisors, by role
+
+
+def _role(release):
+    if release not in ("staging", "production"):
+        raise Exit(f"error: --release must be staging or production, not {release!r}", code=1)
+    return release
+
+
+@task
+def start_app(c, release="staging"):
+    """Start a release's app (--release=staging|production)."""
+    print(run(app_control.start_app, target(), _role(release)))
+
+
+@task
+def stop_app(c, release="staging"):
+    """Stop a release's app and wait until its process is gone."""
+    print(run(app_control.stop_app, target(), _role(release)))
+
+
+@task
+def restart_app(c, release="staging"):
+    """Stop, then start a release's app."""
+    print(run(app_control.restart_app, target(), _role(release)))
+
+
+@task
+def tail_app_log(c, release="staging", lines=50):
+    """The end of a release's app log (pyramid.log)."""
+    print(run(app_control.tail, target(), _role(release), "app", int(lines)))
+
+
+@task
+def start_staging_supervisor(c):
+    """Start staging's supervisord, and with it the app and its celery worker."""
+    print(run(app_control.start_supervisor, target(), "staging"))
+
+
+@task
+def stop_staging_supervisor(c):
+    """Stop staging's supervisord, its app and worker; waits until they are gone."""
+    print(run(app_control.stop_supervisor, target(), "staging"))
+
+
+@task
+def restart_staging_supervisor(c):
+    """Stop, then start staging's supervisord."""
+    print(run(app_control.restart_supervisor, target(), "staging"))
+
+
+@task
+def tail_staging_supervisor_log(c, lines=50):
+    """The end of staging's supervisord.log."""
+    print(run(app_control.tail, target(), "staging", "supervisord", int(lines)))
+
+
+@task
+def tail_staging_celery_log(c, lines=50):
+    """The end of staging's celery.log."""
+    print(run(app_control.tail, target(), "staging", "celery", int(lines)))
+
+
+@task
+def start_production_supervisor(c):
+    """Start production's supervisord, and with it the app and its celery worker."""
+    print(run(app_control.start_supervisor, target(), "production"))
+
+
+@task
+def stop_production_supervisor(c):
+    """Stop production's supervisord, its app and worker; waits until they are gone."""
+    print(run(app_control.stop_supervisor, target(), "production"))
+
+
+@task
+def restart_production_supervisor(c):
+    """Stop, then start production's supervisord."""
+    print(run(app_control.restart_supervisor, target(), "production"))
+
+
+@task
+def tail_production_supervisor_log(c, lines=50):
+    """The end of production's supervisord.log."""
+    print(run(app_control.tail, target(), "production", "supervisord", int(lines)))
+
+
+@task
+def tail_production_celery_log(c, lines=50):
+    """The end of production's celery.log."""
+    print(run(app_control.tail, target(), "production", "celery", int(lines)))
+
+
+@task
+def releases(c):
+    """The host's releases: role, port, domain, state, when and by whom deployed."""
+    app_control.print_releases(run(app_control.release_rows, target()))
+
+
+@task
+def ps(c):
+    """What runs for each release on the host (same as releases)."""
+    app_control.print_releases(run(app_control.release_rows, target()))
+
+
+# The local host (hosting panel and router)
 
 
 @task

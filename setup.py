@@ -51,6 +51,7 @@ setup(
         "console_scripts": [
             "initialize_RandoPony_db = app.scripts.initialize_db:main",
             "randopony_worker = app.scripts.worker:main",
+            "randopony_serve = app.scripts.serve:main",
             "randopony_smtp_sink = app.scripts.smtp_sink:main",
         ],
     },

@@ -19,6 +19,7 @@ ENVIRONMENT_OVERRIDES = {
     "smtp.username": "RANDOPONY_SMTP_USERNAME",
     "smtp.password": "RANDOPONY_SMTP_PASSWORD",
     "membership.timeout": "RANDOPONY_MEMBERSHIP_TIMEOUT",
+    "release": "RANDOPONY_RELEASE",
 }
 SECRET_SETTINGS = ("session_secret", "smtp.username", "smtp.password")
 

@@ -9,11 +9,12 @@ code.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -107,7 +108,7 @@ class Host(Protocol):
         echo: Callable[[str], None] | None = None,
     ) -> Result: ...
 
-    def reach(self, port: int) -> contextmanager: ...
+    def reach(self, port: int) -> AbstractContextManager[int]: ...
 
     def close(self) -> None: ...
 
@@ -136,19 +137,28 @@ class LocalHost:
     def run(self, argv, *, cwd=None, env=None, check=True, timeout=None, echo=None) -> Result:
         argv = [str(a) for a in argv]
         full_env = dict(os.environ, **(env or {}))
-        if echo is None:
-            done = subprocess.run(
-                argv,
-                cwd=self._checked(cwd) if cwd else None,
-                env=full_env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-            result = Result(done.returncode, done.stdout, done.stderr)
-        else:
-            result = _run_echoing(argv, cwd and self._checked(cwd), full_env, timeout, echo)
+        try:
+            if echo is None:
+                done = subprocess.run(
+                    argv,
+                    cwd=self._checked(cwd) if cwd else None,
+                    env=full_env,
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                    check=False,
+                )
+                result = Result(done.returncode, done.stdout, done.stderr)
+            else:
+                result = run_local_echoing(
+                    argv, cwd and self._checked(cwd), full_env, timeout, echo
+                )
+        except FileNotFoundError as error:
+            raise HostError(
+                f"`{argv[0]}` is not installed on {self.description}: {error}"
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise HostError(f"`{' '.join(argv)}` took longer than {timeout} s") from None
         if check and result.returncode != 0:
             raise command_error(argv, result)
         return result
@@ -194,7 +204,7 @@ class LocalHost:
 
     def symlink(self, target: str, link) -> None:
         link = self._checked(link)
-        tmp = link.with_name(f".{link.name}.new")
+        tmp = link.with_name(f".{link.name}.{secrets.token_hex(4)}")
         if os.path.lexists(tmp):
             tmp.unlink()
         os.symlink(target, tmp)
@@ -233,18 +243,30 @@ class LocalHost:
         pass
 
 
-def _run_echoing(argv, cwd, env, timeout, echo) -> Result:
+def run_local_echoing(argv, cwd, env, timeout, echo) -> Result:
     """Run a command showing its output as it comes (progress of rsync, installs), keeping it
-    for the error message."""
+    for the error message. The timeout is a deadline for the whole command."""
     process = subprocess.Popen(
         argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
+    timer = None
+    if timeout:
+        import threading
+
+        timer = threading.Timer(timeout, process.kill)
+        timer.start()
     lines = []
-    assert process.stdout is not None
-    for line in _lines(process.stdout):
-        lines.append(line)
-        echo(line)
-    returncode = process.wait(timeout=timeout)
+    try:
+        assert process.stdout is not None
+        for line in _lines(process.stdout):
+            lines.append(line)
+            echo(line)
+        returncode = process.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if timer is not None and returncode == -9:
+        raise subprocess.TimeoutExpired(argv, timeout)
     return Result(returncode, "".join(lines), "")
 
 

@@ -34,9 +34,9 @@ from deploy.hosts import (
     HostError,
     PathOutsideRoot,
     Result,
-    _run_echoing,
     check_under_root,
     command_error,
+    run_local_echoing,
 )
 
 # A name the remote shell takes as an assignment, not as a word to run.
@@ -426,7 +426,7 @@ class SSHHost:
             done = subprocess.run(argv, capture_output=True, text=True, check=False)
             result = Result(done.returncode, done.stdout, done.stderr)
         else:
-            result = _run_echoing(argv, None, None, None, echo)
+            result = run_local_echoing(argv, None, None, None, echo)
         if result.returncode != 0:
             raise command_error(argv, result)
         return result

@@ -18,9 +18,12 @@ def main(argv=None) -> None:
     configure(settings)
     import app.tasks  # noqa: F401  (registers the tasks and the worker_ready hook)
 
-    celery.worker_main(
-        ["worker", "--loglevel=INFO", "--without-gossip", "--without-mingle", *options]
-    )
+    # Threads, not celery's default prefork pool: the tasks wait on SMTP and small files, and
+    # billiard's pool can hang joining its supervisor thread at shutdown (seen here: a worker
+    # that never exited on SIGTERM until supervisord killed it).
+    pool = settings.get("celery.pool", "threads")
+    argv = ["worker", "--loglevel=INFO", "--without-gossip", "--without-mingle", f"--pool={pool}"]
+    celery.worker_main([*argv, *options])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,148 @@
+"""Start, stop, restart and look at a release's app and supervisord, by role: the tasks the seed
+guide lists (start_app --release=staging, tail_staging_celery_log, ps, releases...)."""
+
+from __future__ import annotations
+
+import json
+
+from deploy import layout, records
+from deploy.hosts import Host
+from deploy.staging import DeployError, read_release_json, runtime
+from deploy.target import Target, TargetError
+
+
+def release_for_role(target: Target, host: Host, role: str) -> str:
+    """The release playing a role, from the host's records; the fabfile's value must agree."""
+    try:
+        layout.role(role)
+    except layout.InvalidName as error:
+        raise TargetError(str(error)) from None
+    roles = records.read_roles(host)
+    release = roles.get(role)
+    if release is None:
+        raise TargetError(f"there is no {role} release on {host.description}")
+    expected = target.staging_release if role == "staging" else target.production_release
+    if expected and expected != release:
+        raise TargetError(
+            f"the host's {role} release is {release}, but the fabfile says {expected}: "
+            f"set {role}_release = {release!r} (the host keeps the truth)"
+        )
+    return release
+
+
+def control(target: Target, role: str, *command: str) -> str:
+    target.checked()
+    host = target.connect()
+    try:
+        release = release_for_role(target, host, role)
+        directory = layout.release_dir(host.root, target.app_name, release)
+        result = runtime(host, directory, *command, check=False)
+        if result.returncode not in (0, 3):
+            raise DeployError((result.stderr or result.stdout).strip())
+        return result.stdout.strip()
+    finally:
+        host.close()
+
+
+def start_app(target, role):
+    return control(target, role, "start-app")
+
+
+def stop_app(target, role):
+    return control(target, role, "stop-app")
+
+
+def restart_app(target, role):
+    return control(target, role, "stop-app") + "\n" + control(target, role, "start-app")
+
+
+def start_supervisor(target, role):
+    return control(target, role, "start-supervisor")
+
+
+def stop_supervisor(target, role):
+    return control(target, role, "stop-supervisor")
+
+
+def restart_supervisor(target, role):
+    return (
+        control(target, role, "stop-supervisor") + "\n" + control(target, role, "start-supervisor")
+    )
+
+
+def tail(target, role, log, lines=50):
+    return control(target, role, "tail", log, "--lines", str(lines))
+
+
+def release_rows(target: Target) -> list[dict]:
+    """Every release directory on the host with its role, port, domain, state and history."""
+    target.checked()
+    host = target.connect()
+    try:
+        roles = records.read_roles(host)
+        role_of = {release: role for role, release in roles.items() if release}
+        last_event = {}
+        for event in records.history(host):
+            last_event[event.get("release")] = event
+        webapps = host.root / "webapps"
+        listing = (
+            host.run(["ls", "-1", str(webapps)], check=False).stdout.split()
+            if host.is_dir(webapps)
+            else []
+        )
+        rows = []
+        for name in sorted(listing):
+            directory = webapps / name
+            info = read_release_json(host, directory)
+            release = info.get("release")
+            if not release:
+                continue
+            state = "not installed"
+            if host.exists(directory / layout.ENV / "bin" / "python"):
+                status = json.loads(runtime(host, directory, "status").stdout)
+                programs = {p["name"]: p["state"] for p in status["programs"]}
+                state = (
+                    ", ".join(f"{k} {v.lower()}" for k, v in sorted(programs.items())) or "stopped"
+                )
+            event = last_event.get(release, {})
+            rows.append(
+                {
+                    "release": release,
+                    "role": role_of.get(release, "-"),
+                    "port": info.get("port"),
+                    "domain": info.get("domain"),
+                    "state": state,
+                    "deployed": event.get("time", info.get("installed_at", "-")),
+                    "by": event.get("by", info.get("installed_by", "-")),
+                    "revision": info.get("revision", "-"),
+                }
+            )
+        return rows
+    finally:
+        host.close()
+
+
+def print_releases(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Releases on the host")
+    for column in ("release", "role", "port", "domain", "state", "deployed", "by", "revision"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            *(
+                str(row[c])
+                for c in (
+                    "release",
+                    "role",
+                    "port",
+                    "domain",
+                    "state",
+                    "deployed",
+                    "by",
+                    "revision",
+                )
+            )
+        )
+    Console().print(table)

@@ -1,0 +1,105 @@
+"""Where things live on a host (see DESIGN.md, "The host layout"), as pure functions of the host
+root, so the code that builds a release and the code that runs on the host agree."""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+
+RELEASE_NAME = re.compile(r"^[0-9]{4}r[0-9]{1,3}$")
+DOTTED_RELEASE = re.compile(r"^[0-9]{1,4}(\.[0-9]{1,4}){1,3}$")
+APP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
+ROLES = ("staging", "production")
+
+
+class InvalidName(ValueError):
+    pass
+
+
+def release_name(value) -> str:
+    """'2026r1' as it is; a dotted version '2026.1' becomes '2026_1' (a Webfaction app name
+    allows no dots). Anything else is refused before it can reach a path or a shell."""
+    text = str(value or "").strip()
+    if RELEASE_NAME.match(text):
+        return text
+    if DOTTED_RELEASE.match(text):
+        return text.replace(".", "_")
+    raise InvalidName(
+        f"invalid release name {value!r}: use a year and a release number like 2026r1 "
+        "(or a dotted version like 2026.1)"
+    )
+
+
+def app_name(value) -> str:
+    text = str(value or "")
+    if not APP_NAME.match(text):
+        raise InvalidName(
+            f"invalid app name {value!r}: lower-case letters, digits and underscores, "
+            "starting with a letter, at most 30 characters"
+        )
+    return text
+
+
+def role(value) -> str:
+    if value not in ROLES:
+        raise InvalidName(f"invalid release role {value!r}: staging or production")
+    return value
+
+
+def webapp_name(app: str, release: str) -> str:
+    """The hosting panel's app (and website) name for a release: randopony2026r1."""
+    return app_name(app) + release_name(release)
+
+
+def release_dir(root: PurePosixPath, app: str, release: str) -> PurePosixPath:
+    return root / "webapps" / webapp_name(app, release)
+
+
+def deploy_dir(root: PurePosixPath) -> PurePosixPath:
+    return root / "deploy"
+
+
+def releases_log(root: PurePosixPath) -> PurePosixPath:
+    return deploy_dir(root) / "releases.log"
+
+
+def journal(root: PurePosixPath) -> PurePosixPath:
+    return deploy_dir(root) / "journal.log"
+
+
+def roles_file(root: PurePosixPath) -> PurePosixPath:
+    return deploy_dir(root) / "roles.json"
+
+
+def release_env_file(root: PurePosixPath) -> PurePosixPath:
+    """KEY=VALUE lines every release's processes get in their environment (e.g. the host's SMTP
+    relay); optional."""
+    return deploy_dir(root) / "release.env"
+
+
+# Inside a release directory.
+ENV = "env"
+SRC = "src"
+BIN = "bin"
+CREDENTIALS = "private_credentials"
+SUPERVISORD_CONF = "supervisord.conf"
+SUPERVISOR_SOCKET = "supervisor.sock"
+RELEASE_JSON = "release.json"
+LOGS = {"app": "pyramid.log", "celery": "celery.log", "supervisord": "supervisord.log"}
+
+
+def ini_name(release_role: str) -> str:
+    return f"{role(release_role)}.ini"
+
+
+def database_files(release_role: str) -> tuple[str, ...]:
+    name = "staging" if release_role == "staging" else "production"
+    base = f"RandoPony-{name}.sqlite"
+    return (
+        base,
+        base + "-wal",
+        base + "-shm",
+        "celery.sqlite",
+        "celery.sqlite-wal",
+        "celery.sqlite-shm",
+    )

@@ -1,0 +1,101 @@
+"""What the host remembers: which release plays which role, the history of releases, and a
+journal of every step that changes the host, written before the step runs."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from deploy import layout
+from deploy.hosts import Host, HostError
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def who() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def read_roles(host: Host) -> dict[str, str | None]:
+    text = host.read_text(layout.roles_file(host.root))
+    roles = json.loads(text) if text else {}
+    return {"staging": None, "production": None, "previous": None, **roles}
+
+
+def write_roles(host: Host, roles: dict) -> None:
+    host.write_text(layout.roles_file(host.root), json.dumps(roles, indent=2) + "\n")
+
+
+def record_event(host: Host, event: str, **details) -> None:
+    line = json.dumps({"time": now(), "event": event, "by": who(), **details})
+    host.append_line(layout.releases_log(host.root), line)
+
+
+def history(host: Host) -> list[dict]:
+    text = host.read_text(layout.releases_log(host.root)) or ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+class Journal:
+    """One line per step boundary: a crash leaves a 'started' without its 'done', which says
+    exactly where to pick up."""
+
+    def __init__(self, host: Host, task: str, release: str):
+        self.host, self.task, self.release = host, task, release
+
+    def write(self, step: str, state: str, **details) -> None:
+        line = json.dumps(
+            {
+                "time": now(),
+                "task": self.task,
+                "release": self.release,
+                "step": step,
+                "state": state,
+                **details,
+            }
+        )
+        self.host.append_line(layout.journal(self.host.root), line)
+
+    @contextmanager
+    def step(self, step: str):
+        self.write(step, "started")
+        try:
+            yield
+        except BaseException as error:
+            self.write(step, "failed", error=f"{type(error).__name__}: {error}"[:2000])
+            raise
+        self.write(step, "done")
+
+
+class LockHeld(HostError):
+    pass
+
+
+@contextmanager
+def host_lock(host: Host, purpose: str, release: str):
+    """One release operation at a time per host. mkdir is atomic on every filesystem, so two
+    maintainers racing for the lock cannot both get it."""
+    lock = layout.deploy_dir(host.root) / "lock"
+    host.mkdir(layout.deploy_dir(host.root))
+    result = host.run(["mkdir", str(lock)], check=False)
+    if result.returncode != 0:
+        holder = host.read_text(lock / "holder.json") or "{}"
+        info = json.loads(holder) if holder.strip() else {}
+        raise LockHeld(
+            f"another release operation holds the host's lock: {info.get('purpose', '?')} of "
+            f"{info.get('release', '?')} by {info.get('by', '?')} since {info.get('since', '?')}. "
+            "If it died, `fab unlock` clears the lock after asking."
+        )
+    host.write_text(
+        lock / "holder.json",
+        json.dumps({"purpose": purpose, "release": release, "by": who(), "since": now()}),
+    )
+    try:
+        yield
+    finally:
+        host.remove(lock)

@@ -1,0 +1,268 @@
+"""What runs ON a host inside a release's own virtualenv: its supervisord (the app on waitress and
+its celery worker) and the answers the release machinery needs.
+
+    env/bin/python -m deploy.release_runtime <release dir> COMMAND
+    COMMAND: start-supervisor | stop-supervisor | reload | start-app | stop-app | status
+             | wait-up [--timeout S] | tail app|celery|supervisord [--lines N]
+
+The release machinery runs these commands through the Host (locally or over SSH), so supervisord
+is always driven through its XML-RPC socket on the machine where it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from deploy import layout, supervisor
+
+APP, CELERY = "app", "celery"
+
+
+def render_conf(
+    release_dir: Path,
+    ini: str,
+    port: int,
+    release: str,
+    environment: dict[str, str],
+    concurrency: int = 2,
+) -> str:
+    """The release's supervisord.conf: the app bound to 127.0.0.1 on the panel's port, and its
+    celery worker, both reading the release's ini."""
+    env_bin = release_dir / layout.ENV / "bin"
+    v = supervisor.conf_value
+    env = {"RANDOPONY_RELEASE": release, "PYTHONUNBUFFERED": "1", **environment}
+    env_line = ",".join(f'{k}="{v(val)}"' for k, val in sorted(env.items()) if '"' not in val)
+    app_command = shlex.join([str(env_bin / "randopony_serve"), ini, "--port", str(port)])
+    celery_command = shlex.join(
+        [str(env_bin / "randopony_worker"), ini, "--concurrency", str(concurrency)]
+    )
+    logs = {name: release_dir / file for name, file in layout.LOGS.items()}
+    return f"""; Written by the release machinery (install_app); changes are overwritten.
+[unix_http_server]
+file={v(release_dir / layout.SUPERVISOR_SOCKET)}
+chmod=0700
+
+[supervisord]
+logfile={v(logs["supervisord"])}
+pidfile={v(release_dir / "supervisord.pid")}
+childlogdir={v(release_dir)}
+directory={v(release_dir)}
+identifier=randopony-{v(release)}
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{v(release_dir / layout.SUPERVISOR_SOCKET)}
+
+[program:{APP}]
+command={v(app_command)}
+directory={v(release_dir)}
+environment={env_line}
+autostart=true
+autorestart=true
+startsecs=1
+stopsignal=TERM
+stopwaitsecs=30
+redirect_stderr=true
+stdout_logfile={v(logs["app"])}
+stdout_logfile_maxbytes=10MB
+stdout_logfile_backups=5
+
+[program:{CELERY}]
+command={v(celery_command)}
+directory={v(release_dir)}
+environment={env_line},C_FORCE_ROOT="1"
+autostart=true
+autorestart=true
+startsecs=2
+; a warm shutdown finishes the task in hand before the worker exits
+stopsignal=TERM
+stopwaitsecs=60
+stopasgroup=true
+killasgroup=true
+redirect_stderr=true
+stdout_logfile={v(logs["celery"])}
+stdout_logfile_maxbytes=10MB
+stdout_logfile_backups=5
+"""
+
+
+def paths(release_dir: Path) -> tuple[Path, Path]:
+    return release_dir / layout.SUPERVISORD_CONF, release_dir / layout.SUPERVISOR_SOCKET
+
+
+def started_conf(release_dir: Path) -> Path:
+    """A copy of the config supervisord was started with, to tell whether it must restart."""
+    return release_dir / (layout.SUPERVISORD_CONF + ".started")
+
+
+def start_supervisor(release_dir: Path) -> str:
+    conf, sock = paths(release_dir)
+    if not conf.exists():
+        raise supervisor.SupervisorError(f"{conf} is missing: run install_app first")
+    started = supervisor.start(conf, sock)
+    if started:
+        started_conf(release_dir).write_text(conf.read_text())
+    else:
+        now_started = [name for name in (APP, CELERY) if supervisor.start_program(sock, name)]
+        return "supervisord was running; started " + (", ".join(now_started) or "nothing")
+    supervisor.wait(
+        lambda: all(p.state == "RUNNING" for p in supervisor.programs(sock)),
+        60,
+        "the app and celery to run",
+    )
+    return "supervisord started with the app and celery"
+
+
+def reload(release_dir: Path) -> str:
+    """Put new code in service. The app restarts and is waited for; the worker gets a warm
+    shutdown (it finishes the task in hand) and supervisord starts it again on the new code,
+    without holding up the deploy. A changed supervisord.conf needs a full restart."""
+    conf, sock = paths(release_dir)
+    previous = started_conf(release_dir)
+    if (
+        not supervisor.answers(sock)
+        or not previous.exists()
+        or previous.read_text() != conf.read_text()
+    ):
+        stopped = stop_supervisor(release_dir)
+        return f"{stopped}; {start_supervisor(release_dir)}"
+    supervisor.stop_program(sock, APP)
+    supervisor.start_program(sock, APP)
+    try:
+        supervisor.client(sock).signalProcess(CELERY, "TERM")
+        worker = "the worker restarts on the new code after its current task"
+    except Exception:  # not running: start it
+        supervisor.start_program(sock, CELERY)
+        worker = "the worker started"
+    return f"app restarted; {worker}"
+
+
+def stop_supervisor(release_dir: Path) -> str:
+    _, sock = paths(release_dir)
+    if supervisor.shutdown(sock):
+        return "supervisord stopped; the app and celery are gone"
+    return "supervisord was not running"
+
+
+def start_app(release_dir: Path) -> str:
+    """Start the app (and supervisord if need be) and wait until it answers /up."""
+    _, sock = paths(release_dir)
+    if not supervisor.answers(sock):
+        said = start_supervisor(release_dir)
+    elif supervisor.start_program(sock, APP):
+        said = "app started"
+    else:
+        said = "app was running"
+    answer = wait_up(release_dir, 60)
+    if answer.get("http") != 200:
+        raise supervisor.SupervisorError(f"{said}, but it does not report healthy: {answer}")
+    return f"{said}; it answers at {answer['url']} ({answer.get('status')})"
+
+
+def stop_app(release_dir: Path) -> str:
+    _, sock = paths(release_dir)
+    if supervisor.stop_program(sock, APP):
+        return "app stopped; its process is gone"
+    return "app was not running"
+
+
+def status(release_dir: Path) -> dict:
+    _, sock = paths(release_dir)
+    info = {}
+    release_json = release_dir / layout.RELEASE_JSON
+    if release_json.exists():
+        info = json.loads(release_json.read_text())
+    return {
+        "release_dir": str(release_dir),
+        "installed": (release_dir / layout.ENV / "bin" / "python").exists(),
+        "supervisord": supervisor.answers(sock),
+        "programs": [p.__dict__ for p in supervisor.programs(sock)],
+        "release": info,
+    }
+
+
+def wait_up(release_dir: Path, timeout: float) -> dict:
+    """Poll the app's /up until it reports healthy; the answer is printed either way."""
+    info = json.loads((release_dir / layout.RELEASE_JSON).read_text())
+    url = f"http://127.0.0.1:{info['port']}/up"
+    deadline = time.monotonic() + timeout
+    answer = {"status": "no answer", "url": url}
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                answer = dict(json.loads(response.read()), http=response.status, url=url)
+                return answer
+        except urllib.error.HTTPError as error:
+            answer = dict(json.loads(error.read() or b"{}"), http=error.code, url=url)
+        except (OSError, ValueError) as error:
+            answer = {"status": "no answer", "error": str(error), "url": url}
+        time.sleep(0.2)
+    return answer
+
+
+def tail(release_dir: Path, log: str, lines: int) -> str:
+    path = release_dir / layout.LOGS[log]
+    if not path.exists():
+        return f"({path.name} is empty: nothing logged yet)"
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 200 * lines))
+        text = f.read().decode(errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="deploy.release_runtime", description=__doc__)
+    parser.add_argument("release_dir", type=Path)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in (
+        "start-supervisor",
+        "stop-supervisor",
+        "reload",
+        "start-app",
+        "stop-app",
+        "status",
+    ):
+        sub.add_parser(name)
+    wait = sub.add_parser("wait-up")
+    wait.add_argument("--timeout", type=float, default=60)
+    tail_parser = sub.add_parser("tail")
+    tail_parser.add_argument("log", choices=sorted(layout.LOGS))
+    tail_parser.add_argument("--lines", type=int, default=50)
+    args = parser.parse_args(argv)
+    release_dir = args.release_dir.resolve()
+    try:
+        if args.command == "status":
+            print(json.dumps(status(release_dir)))
+        elif args.command == "wait-up":
+            answer = wait_up(release_dir, args.timeout)
+            print(json.dumps(answer))
+            return 0 if answer.get("http") == 200 else 3
+        elif args.command == "tail":
+            print(tail(release_dir, args.log, args.lines))
+        else:
+            action = {
+                "start-supervisor": start_supervisor,
+                "stop-supervisor": stop_supervisor,
+                "reload": reload,
+                "start-app": start_app,
+                "stop-app": stop_app,
+            }[args.command]
+            print(action(release_dir))
+    except supervisor.SupervisorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,359 @@
+"""Deploying the checkout to staging: `init_staging` the first time, `deploy_staging` after.
+
+Each step is a function of (target, host) that can run again safely: a failed deploy is repaired
+by running the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import PurePosixPath
+
+from deploy import layout, records, release_runtime
+from deploy.hosts import Host, HostError
+from deploy.target import Target, TargetError, hosting_session
+
+# Never on a server: VCS data, caches, tests, docs, development settings, local data and logs,
+# build output, the local host root, secrets (installed separately at mode 0400).
+RSYNC_EXCLUDES = (
+    ".git",
+    ".hg",
+    ".venv",
+    "__pycache__",
+    "*.pyc",
+    ".pytest_cache",
+    ".ruff_cache",
+    "*.egg-info",
+    "/build",
+    "/dist",
+    "/tests",
+    "/docs",
+    "/bench",
+    "/.ci",
+    "/development.ini",
+    "/testing.ini",
+    "*.sqlite",
+    "*.sqlite-wal",
+    "*.sqlite-shm",
+    "*.log",
+    "*.pid",
+    "/var",
+    "/private_credentials",
+    "/rider_lists",
+)
+UV = ("python3", "-m", "uv")
+
+
+class DeployError(Exception):
+    pass
+
+
+@contextmanager
+def step(target: Target, journal: records.Journal, name: str, what: str):
+    """Say what runs, journal it on the host before it changes anything, time it."""
+    target.echo(f"→ {name}: {what}")
+    started = time.monotonic()
+    try:
+        with journal.step(name):
+            yield
+    except (HostError, TargetError, DeployError) as error:
+        target.echo(f"✗ {name} failed after {time.monotonic() - started:.1f} s")
+        raise DeployError(f"{name} failed: {error}") from None
+    target.echo(f"✓ {name} ({time.monotonic() - started:.1f} s)")
+
+
+def release_dir(target: Target, host: Host) -> PurePosixPath:
+    return layout.release_dir(host.root, target.app_name, target.staging_release)
+
+
+def read_release_json(host: Host, directory: PurePosixPath) -> dict:
+    text = host.read_text(directory / layout.RELEASE_JSON)
+    return json.loads(text) if text else {}
+
+
+def refuse_production_release(target: Target, host: Host) -> None:
+    roles = records.read_roles(host)
+    if roles["production"] == target.staging_release:
+        raise TargetError(
+            f"release {target.staging_release} is production on {host.description}: "
+            "deploy a new staging release (set staging_release) instead of changing production"
+        )
+
+
+def init_staging_app(target: Target, host: Host, journal, password: str | None = None) -> None:
+    """Through the hosting panel: the app (which assigns its port) and the website on the
+    staging domain. Reuses what exists, so running it again changes nothing."""
+    name = target.webapp(target.staging_release)
+    with hosting_session(target, host, password) as api:
+        with step(
+            target,
+            journal,
+            "init_staging_app",
+            f"app and website {name} for {target.staging_domain}",
+        ):
+            app = api.app(name) or api.create_app(name, "custom_app_with_port", False, "", False)
+            ip = (api.list_ips() or ["127.0.0.1"])[0]
+            site = api.website(name)
+            definition = (name, ip, False, [target.staging_domain], [(name, "/")])
+            if site is None:
+                api.create_website(*definition)
+            elif site.subdomains != (target.staging_domain,) or site.website_apps != ((name, "/"),):
+                api.update_website(*definition)
+            directory = release_dir(target, host)
+            host.mkdir(directory)
+            info = read_release_json(host, directory)
+            info.update(
+                app_name=target.app_name,
+                release=target.staging_release,
+                webapp=name,
+                role="staging",
+                port=app.port,
+                domain=target.staging_domain,
+            )
+            host.write_text(directory / layout.RELEASE_JSON, json.dumps(info, indent=2) + "\n")
+            roles = records.read_roles(host)
+            roles["staging"] = target.staging_release
+            records.write_roles(host, roles)
+    target.echo(f"  app {name} on port {app.port}, website for http://{target.staging_domain}/")
+
+
+def rsync_code(target: Target, host: Host, journal) -> None:
+    destination = release_dir(target, host) / layout.SRC
+    with step(target, journal, "rsync_code", f"{target.checkout} → {destination}"):
+        if not (target.checkout / "setup.py").exists():
+            raise DeployError(f"{target.checkout} is not a RandoPony checkout (no setup.py)")
+        if not host.exists(release_dir(target, host) / layout.RELEASE_JSON):
+            raise DeployError(
+                f"release {target.staging_release} is not set up on {host.description}: "
+                "run init_staging"
+            )
+        host.rsync_to(target.checkout, destination, RSYNC_EXCLUDES, echo=_progress(target))
+
+
+def _progress(target: Target):
+    last = [0.0]
+
+    def show(line: str) -> None:
+        line = line.strip()
+        # rsync's progress2 line updates many times a second: show one a second.
+        if line and (time.monotonic() - last[0] > 1 or "%" not in line):
+            last[0] = time.monotonic()
+            target.echo(f"  {line}")
+
+    return show
+
+
+def install_app(target: Target, host: Host, journal) -> None:
+    directory = release_dir(target, host)
+    info = read_release_json(host, directory)
+    if "port" not in info:
+        raise DeployError(f"{directory} has no port recorded: run init_staging")
+    env_python = directory / layout.ENV / "bin" / "python"
+    with step(
+        target, journal, "install_app", f"virtualenv and package in {directory / layout.ENV}"
+    ):
+        if host.run([*UV, "--version"], check=False).returncode != 0:
+            host.run(["python3", "-m", "pip", "install", "--quiet", "uv"])
+        if not host.exists(env_python):
+            host.run([*UV, "venv", "--quiet", "--python", "python3", str(directory / layout.ENV)])
+        src = directory / layout.SRC
+        # The package is installed editable: new code needs no reinstall, new dependencies do.
+        fingerprint = dependencies_fingerprint(target)
+        entry_point = directory / layout.ENV / "bin" / "randopony_serve"
+        if info.get("dependencies") != fingerprint or not host.exists(entry_point):
+            lock = str(src / "requirements.lock")
+            host.run(
+                [*UV, "pip", "install", "--python", str(env_python), "-r", lock, "-e", str(src)],
+                echo=_install_progress(target),
+            )
+            info["dependencies"] = fingerprint
+        else:
+            target.echo("  dependencies unchanged: nothing to install")
+        install_credentials(target, host, directory)
+        ini = layout.ini_name("staging")
+        host.symlink(f"{layout.SRC}/{ini}", directory / ini)
+        host.symlink(f"{layout.SRC}/alembic", directory / "alembic")
+        write_bin_scripts(host, directory)
+        environment = read_release_env(host)
+        conf = release_runtime.render_conf(
+            directory, ini, int(info["port"]), target.staging_release, environment
+        )
+        host.write_text(directory / layout.SUPERVISORD_CONF, conf)
+        info.update(
+            installed_at=records.now(), installed_by=records.who(), revision=code_revision(target)
+        )
+        host.write_text(directory / layout.RELEASE_JSON, json.dumps(info, indent=2) + "\n")
+
+
+def dependencies_fingerprint(target: Target) -> str:
+    digest = hashlib.sha256()
+    for name in ("setup.py", "requirements.lock"):
+        digest.update((target.checkout / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _install_progress(target: Target):
+    show = _progress(target)
+
+    def filtered(line: str) -> None:
+        # uv lists every package it adds or removes; the counts it prints say enough.
+        if not line.lstrip().startswith(("+ ", "- ", "~ ")):
+            show(line)
+
+    return filtered
+
+
+def install_credentials(target: Target, host: Host, directory: PurePosixPath) -> None:
+    """The checkout's private_credentials if it has one, else a new one made on first install;
+    always mode 0400, and never printed."""
+    from app.settings import new_credentials
+
+    path = directory / layout.CREDENTIALS
+    local = target.checkout / "private_credentials"
+    if local.exists():
+        content = local.read_text()
+        if host.read_text(path) != content:
+            host.write_text(path, content, mode=0o400)
+    elif not host.exists(path):
+        values = new_credentials()
+        text = "[credentials]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+        host.write_text(path, text, mode=0o400)
+    host.chmod(path, 0o400)
+
+
+def write_bin_scripts(host: Host, directory: PurePosixPath) -> None:
+    """bin/start, bin/stop, bin/restart for a person on the host, doing what the fab tasks do."""
+    python = shlex.quote(str(directory / layout.ENV / "bin" / "python"))
+    where = shlex.quote(str(directory))
+    scripts = {
+        "start": f"exec {python} -m deploy.release_runtime {where} start-app\n",
+        "stop": f"exec {python} -m deploy.release_runtime {where} stop-app\n",
+        "restart": f"{python} -m deploy.release_runtime {where} stop-app\n"
+        f"exec {python} -m deploy.release_runtime {where} start-app\n",
+    }
+    for name, body in scripts.items():
+        host.write_text(directory / layout.BIN / name, "#!/bin/sh\nset -e\n" + body, mode=0o755)
+
+
+def read_release_env(host: Host) -> dict[str, str]:
+    text = host.read_text(layout.release_env_file(host.root)) or ""
+    pairs = (
+        line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#")
+    )
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def code_revision(target: Target) -> str:
+    try:
+        revision = subprocess.run(
+            ["git", "-C", str(target.checkout), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return revision
+
+
+def init_staging_db(
+    target: Target, host: Host, journal, wrangler_password: str, demo: bool = True
+) -> None:
+    directory = release_dir(target, host)
+    with step(
+        target,
+        journal,
+        "init_staging_db",
+        "migrate the staging database, add its settings and a wrangler",
+    ):
+        argv = [
+            str(directory / layout.ENV / "bin" / "initialize_RandoPony_db"),
+            layout.ini_name("staging"),
+            "--wrangler-email",
+            target.wrangler_email,
+        ]
+        if demo:
+            argv.append("--demo")
+        host.run(argv, cwd=directory, env={"RANDOPONY_WRANGLER_PASSWORD": wrangler_password})
+
+
+def runtime(host: Host, directory: PurePosixPath, *command: str, check: bool = True):
+    python = directory / layout.ENV / "bin" / "python"
+    if not host.exists(python):
+        raise DeployError(f"{directory} is not installed (no {python}): run install_app")
+    return host.run(
+        [str(python), "-m", "deploy.release_runtime", str(directory), *command], check=check
+    )
+
+
+def restart(target: Target, host: Host, journal) -> None:
+    """Put the new code in service under the release's supervisord (restarted in full when its
+    configuration changed)."""
+    directory = release_dir(target, host)
+    with step(target, journal, "restart_staging", "the app and its celery worker"):
+        target.echo("  " + runtime(host, directory, "reload").stdout.strip())
+    with step(target, journal, "health_check", "wait for /up"):
+        answer = runtime(host, directory, "wait-up", "--timeout", "60", check=False)
+        if answer.returncode != 0:
+            raise DeployError(f"the app does not report healthy: {answer.stdout.strip()}")
+
+
+def init_staging(
+    target: Target, password: str | None, wrangler_password: str, demo: bool = True
+) -> str:
+    target.checked()
+    host = target.connect()
+    try:
+        refuse_production_release(target, host)
+        journal = records.Journal(host, "init_staging", target.staging_release)
+        with records.host_lock(host, "init_staging", target.staging_release):
+            init_staging_app(target, host, journal, password)
+            rsync_code(target, host, journal)
+            install_app(target, host, journal)
+            init_staging_db(target, host, journal, wrangler_password, demo)
+            restart(target, host, journal)
+            records.record_event(
+                host, "init_staging", release=target.staging_release, revision=code_revision(target)
+            )
+    finally:
+        host.close()
+    return staging_address(target)
+
+
+def deploy_staging(target: Target) -> str:
+    target.checked()
+    host = target.connect()
+    try:
+        refuse_production_release(target, host)
+        journal = records.Journal(host, "deploy_staging", target.staging_release)
+        with records.host_lock(host, "deploy_staging", target.staging_release):
+            rsync_code(target, host, journal)
+            install_app(target, host, journal)
+            restart(target, host, journal)
+            records.record_event(
+                host,
+                "deploy_staging",
+                release=target.staging_release,
+                revision=code_revision(target),
+            )
+    finally:
+        host.close()
+    return staging_address(target)
+
+
+def staging_address(target: Target) -> str:
+    return f"http://{target.staging_domain}:{router_port(target)}/"
+
+
+def router_port(target: Target) -> int:
+    # The local host's router listens on 8080 unless host_up was told otherwise.
+    saved = PurePosixPath(target.host_root) / "supervisor" / "host.json"
+    try:
+        return json.loads(open(saved).read())["router"][1]
+    except (OSError, ValueError, KeyError):
+        return 8080

@@ -1,0 +1,131 @@
+"""supervisord, controlled through its XML-RPC interface on a unix socket: start it, start and
+stop its programs (waiting until they are really up or gone), shut it down, ask what runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from dataclasses import dataclass
+from pathlib import Path
+
+from supervisor.xmlrpc import Faults, SupervisorTransport
+
+# sockaddr_un.sun_path holds 108 bytes on Linux, including the final NUL.
+MAX_SOCKET_PATH = 107
+
+
+class SupervisorError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    state: str
+    pid: int | None
+    description: str
+
+
+def conf_value(text) -> str:
+    """supervisord expands %(name)s in its values: escape our own percent signs."""
+    return str(text).replace("%", "%%")
+
+
+def client(socket_path: Path):
+    if len(str(socket_path)) > MAX_SOCKET_PATH:
+        raise SupervisorError(f"{socket_path} is too long for a unix socket; use a shorter root")
+    transport = SupervisorTransport(None, None, f"unix://{socket_path}")
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+
+
+def answers(socket_path: Path) -> bool:
+    if not socket_path.exists():
+        return False
+    try:
+        return client(socket_path).getState()["statename"] == "RUNNING"
+    except (OSError, xmlrpc.client.Error):
+        return False
+
+
+def wait(ready, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(0.1)
+    raise SupervisorError(f"gave up after {timeout:.0f} s waiting for {what}")
+
+
+def start(conf_path: Path, socket_path: Path, timeout: float = 30) -> bool:
+    """Start supervisord with this config unless it already runs; returns whether it started."""
+    if answers(socket_path):
+        return False
+    socket_path.unlink(missing_ok=True)
+    started = subprocess.run(
+        [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if started.returncode != 0:
+        raise SupervisorError(
+            f"supervisord did not start: {(started.stderr or started.stdout).strip()}"
+        )
+    wait(lambda: answers(socket_path), timeout, "supervisord to answer")
+    return True
+
+
+def shutdown(socket_path: Path, timeout: float = 60) -> bool:
+    """Stop every program (each gets its stopwaitsecs), then supervisord; wait until it is gone.
+    Returns whether there was anything to stop."""
+    if not answers(socket_path):
+        return False
+    supervisor = client(socket_path)
+    pid = supervisor.getPID()
+    supervisor.stopAllProcesses(True)
+    supervisor.shutdown()
+    wait(lambda: not pid_alive(pid), timeout, f"supervisord (pid {pid}) to exit")
+    return True
+
+
+def start_program(socket_path: Path, name: str) -> bool:
+    """Start a program and wait until supervisord counts it as running; False if it was."""
+    try:
+        client(socket_path).startProcess(name, True)
+    except xmlrpc.client.Fault as fault:
+        if fault.faultCode == Faults.ALREADY_STARTED:
+            return False
+        raise SupervisorError(f"{name} did not start: {fault.faultString}") from None
+    return True
+
+
+def stop_program(socket_path: Path, name: str) -> bool:
+    """Stop a program and wait until its processes are gone; False if it was not running."""
+    if not answers(socket_path):
+        return False
+    try:
+        client(socket_path).stopProcess(name, True)
+    except xmlrpc.client.Fault as fault:
+        if fault.faultCode == Faults.NOT_RUNNING:
+            return False
+        raise SupervisorError(f"{name} did not stop: {fault.faultString}") from None
+    return True
+
+
+def programs(socket_path: Path) -> list[Program]:
+    if not answers(socket_path):
+        return []
+    return [
+        Program(info["name"], info["statename"], info["pid"] or None, info["description"])
+        for info in client(socket_path).getAllProcessInfo()
+    ]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
