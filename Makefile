@@ -6,18 +6,21 @@ UV := python3 -m uv
 # Debian packages the tests and the local host use: command that proves each is there -> package.
 DEBIAN_NEEDS := rsync:rsync /usr/sbin/sshd:openssh-server chromium:chromium wrk:wrk sqlite3:sqlite3
 
-.PHONY: run test install debian-packages lint format bench clean
+.PHONY: run test install debian-packages lint format bench clean lock
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py requirements.lock
+$(VENV)/.installed: setup.py requirements-dev.lock
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
 	@test -x $(PY) || $(UV) venv --quiet --python python3 $(VENV)
-	$(UV) pip install --quiet --python $(PY) -r requirements.lock -e .
+	$(UV) pip install --quiet --python $(PY) -r requirements-dev.lock -e .
 	@touch $@
 
-requirements.lock: setup.py
-	$(UV) pip compile --quiet --extra test setup.py -o requirements.lock
+# requirements.lock is what a release installs on a server; -dev adds the test tools.
+# Locks change only when asked (`make lock`), never as a side effect of a fresh checkout's times.
+lock:
+	$(UV) pip compile --quiet setup.py -o requirements.lock
+	$(UV) pip compile --quiet --extra test --constraint requirements.lock setup.py -o requirements-dev.lock
 
 debian-packages:
 	@missing=""; for need in $(DEBIAN_NEEDS); do \
