@@ -10,6 +10,7 @@ Passwords come from a prompt, or from RANDOPONY_HOSTING_PASSWORD / RANDOPONY_WRA
 """
 
 import os
+from pathlib import Path
 
 from fabric import task
 from invoke import Exit
@@ -33,6 +34,7 @@ ssh_host = None  # e.g. "randopony@pony.example.org:22"
 ssh_key = None
 ssh_known_hosts = None
 wrangler_email = "wrangler@example.com"
+checkout = str(CHECKOUT)  # what rsync_code copies
 
 ENVIRONMENT = {
     "app_name": "RANDOPONY_APP_NAME",
@@ -47,12 +49,14 @@ ENVIRONMENT = {
     "ssh_key": "RANDOPONY_SSH_KEY",
     "ssh_known_hosts": "RANDOPONY_SSH_KNOWN_HOSTS",
     "wrangler_email": "RANDOPONY_WRANGLER_EMAIL",
+    "checkout": "RANDOPONY_CHECKOUT",
 }
 FAILURES = (TargetError, HostError, HostingError, staging.DeployError, LockHeld)
 
 
 def target() -> Target:
     values = {name: os.environ.get(var, globals()[name]) for name, var in ENVIRONMENT.items()}
+    values["checkout"] = Path(values["checkout"])
     return Target(**values)
 
 

@@ -1,4 +1,140 @@
-"""Fixtures for the deploy tests; the SSH server lives in tests/sshd.py so other suites can
-use it too."""
+"""Fixtures for the deploy tests: a real local host (panel and router under supervisord), a
+copy of the checkout to deploy, an SMTP server, and `fab` run as a maintainer runs it. The SSH
+server lives in tests/sshd.py so other suites can use it too."""
 
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from deploy import host_service, supervisor
+from tests.conftest import ROOT, free_port
+from tests.integration.conftest import Mailbox
 from tests.sshd import ssh_server  # noqa: F401
+
+BIN = Path(sys.executable).parent
+HOSTING_PASSWORD = "hosting-password-1"
+WRANGLER_PASSWORD = "staging-wrangler-1"
+
+
+@dataclass
+class LocalHostFixture:
+    root: Path
+    panel_port: int
+    router_port: int
+    checkout: Path
+    env: dict = field(default_factory=dict)
+
+    def fab(self, *args: str, check: bool = True, **extra_env) -> subprocess.CompletedProcess:
+        """`fab` from the project checkout, as a maintainer runs it, against this host."""
+        done = subprocess.run(
+            [str(BIN / "fab"), *args],
+            cwd=ROOT,
+            env={**self.env, **extra_env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"fab {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.router_port}{path}"
+
+    def tree(self) -> dict[str, tuple]:
+        """Every file under the host root with its size and time: to show nothing changed."""
+        found = {}
+        for path in sorted(self.root.rglob("*")):
+            if (
+                path.is_file()
+                and not path.name.endswith((".log", ".sock"))
+                and "panel" not in path.parts
+            ):
+                stat = path.stat()
+                found[str(path.relative_to(self.root))] = (stat.st_size, stat.st_mtime_ns)
+        return found
+
+
+def copy_checkout(destination: Path) -> Path:
+    """The project's files as a developer's checkout has them (no venv, no local host)."""
+    subprocess.run(
+        [
+            "rsync",
+            "-a",
+            "--exclude=.venv",
+            "--exclude=var",
+            "--exclude=.git",
+            "--exclude=__pycache__",
+            f"{ROOT}/",
+            f"{destination}/",
+        ],
+        check=True,
+    )
+    return destination
+
+
+def stop_release_supervisors(root: Path) -> None:
+    for sock in (root / "webapps").glob("*/supervisor.sock"):
+        try:
+            supervisor.shutdown(sock, timeout=90)
+        except supervisor.SupervisorError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def mailbox():
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    box.port = controller.port
+    try:
+        yield box
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="module")
+def local_host(mailbox):
+    """A host root with its panel account, running panel and router, and the site's releases'
+    mail going to the test's SMTP server. Everything it starts is stopped at the end."""
+    # Short paths: supervisord's unix sockets live under the root (108-byte limit).
+    root = Path(tempfile.mkdtemp(prefix="rp-host-"))
+    checkout = copy_checkout(Path(tempfile.mkdtemp(prefix="rp-checkout-")))
+    panel_port, router_port = free_port(), free_port()
+    subprocess.run(
+        [sys.executable, "-m", "deploy.hosting", "set-password", "--root", str(root), "randopony"],
+        input=HOSTING_PASSWORD + "\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    (root / "deploy").mkdir()
+    (root / "deploy" / "release.env").write_text(
+        f"RANDOPONY_SMTP_HOST=127.0.0.1\nRANDOPONY_SMTP_PORT={mailbox.port}\n"
+    )
+    env = dict(
+        os.environ,
+        RANDOPONY_HOST_ROOT=str(root),
+        RANDOPONY_HOSTING_API=f"http://127.0.0.1:{panel_port}/",
+        RANDOPONY_HOSTING_PASSWORD=HOSTING_PASSWORD,
+        RANDOPONY_WRANGLER_PASSWORD=WRANGLER_PASSWORD,
+        RANDOPONY_CHECKOUT=str(checkout),
+    )
+    try:
+        host_service.host_up(root, panel_port, router_port)
+        yield LocalHostFixture(root, panel_port, router_port, checkout, env)
+    finally:
+        stop_release_supervisors(root)
+        host_service.host_down(root)
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(checkout, ignore_errors=True)
