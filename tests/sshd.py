@@ -88,9 +88,21 @@ def _quoted(path: Path) -> str:
     return f'"{path}"'
 
 
+# The TLS settings this machine's own shells get; a real server's accounts have their own. The
+# test server is this machine, so its sessions get the same, or installs could not verify the
+# package index.
+MACHINE_ENVIRONMENT = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "PIP_CERT")
+
+
+def _set_env() -> list[str]:
+    values = [f"{name}={os.environ[name]}" for name in MACHINE_ENVIRONMENT if os.environ.get(name)]
+    return [f"SetEnv {' '.join(values)}"] if values else []
+
+
 def _config(folder: Path, port: int) -> str:
     return "\n".join(
         [
+            *_set_env(),
             f"Port {port}",
             "ListenAddress 127.0.0.1",
             f"HostKey {_quoted(folder / 'host_key')}",
