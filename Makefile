@@ -6,7 +6,7 @@ UV := python3 -m uv
 # Debian packages the tests and the local host use: command that proves each is there -> package.
 DEBIAN_NEEDS := rsync:rsync /usr/sbin/sshd:openssh-server chromium:chromium wrk:wrk sqlite3:sqlite3
 
-.PHONY: run test install debian-packages lint format bench clean lock
+.PHONY: run stop dev test install debian-packages lint format bench clean lock
 
 install: $(VENV)/.installed
 
@@ -32,7 +32,15 @@ debian-packages:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-run: install
+# The local hosting environment: host (panel, router, mail sink) and the checkout as staging.
+run: debian-packages install
+	$(PY) -m deploy.local_env up
+
+stop: install
+	$(PY) -m deploy.local_env down
+
+# The site alone in the foreground, without the host: quick template work.
+dev: install
 	$(PY) -m app.scripts.devserver
 
 test: debian-packages install

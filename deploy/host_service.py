@@ -16,14 +16,12 @@ import xmlrpc.client
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from supervisor.xmlrpc import Faults, SupervisorTransport
+from supervisor.xmlrpc import Faults
 
-from deploy import host_paths
+from deploy import host_paths, supervisor
 from deploy.hosting import DEFAULT_PANEL, DEFAULT_ROUTER
 
 PROGRAM = "host"
-# sockaddr_un.sun_path holds 108 bytes on Linux, including the final NUL.
-MAX_SOCKET_PATH = 107
 
 
 class HostServiceError(Exception):
@@ -36,6 +34,8 @@ class HostConfig:
     panel: tuple[str, int] = DEFAULT_PANEL
     router: tuple[str, int] = DEFAULT_ROUTER
     wait_limit: float = 10.0
+    # For a developer's machine: an SMTP sink that keeps every mail the releases send.
+    mail_port: int | None = None
 
     @property
     def panel_url(self) -> str:
@@ -69,15 +69,20 @@ def host_up(
     router_port: int = DEFAULT_ROUTER[1],
     wait_limit: float = 10.0,
     timeout: float = 30.0,
+    mail_port: int | None = None,
 ) -> HostStatus:
     """Start supervisord and the host under it (or keep them running); wait until both answer."""
     root = _root(root)
     config = HostConfig(
-        root, ("127.0.0.1", panel_port), ("127.0.0.1", router_port), wait_limit=wait_limit
+        root,
+        ("127.0.0.1", panel_port),
+        ("127.0.0.1", router_port),
+        wait_limit=wait_limit,
+        mail_port=mail_port,
     )
     folder = host_paths.supervisor_dir(root)
     socket_path = folder / "supervisor.sock"
-    if len(str(socket_path)) > MAX_SOCKET_PATH:
+    if len(str(socket_path)) > supervisor.MAX_SOCKET_PATH:
         raise HostServiceError(
             f"the host root {root} is too deep for supervisord's socket ({socket_path}); "
             "use a shorter path"
@@ -126,7 +131,7 @@ def host_down(root: Path | None = None, timeout: float = 30.0) -> HostStatus:
     if _supervisord_answers(root):
         pid = _supervisor(root).getPID()
         _supervisor(root).shutdown()
-        _wait(lambda: not _pid_alive(pid), timeout, "supervisord to stop", root)
+        _wait(lambda: not supervisor.pid_alive(pid), timeout, "supervisord to stop", root)
     return host_status(root)
 
 
@@ -187,7 +192,13 @@ def _read_config(root: Path) -> HostConfig:
     if not saved.exists():
         return HostConfig(root)
     data = json.loads(saved.read_text())
-    return HostConfig(root, tuple(data["panel"]), tuple(data["router"]), data["wait_limit"])
+    return HostConfig(
+        root,
+        tuple(data["panel"]),
+        tuple(data["router"]),
+        data["wait_limit"],
+        data.get("mail_port"),
+    )
 
 
 def _supervisord_conf(config: HostConfig, socket_path: Path) -> str:
@@ -209,10 +220,7 @@ def _supervisord_conf(config: HostConfig, socket_path: Path) -> str:
         ]
     )
 
-    def value(text) -> str:
-        # supervisord expands %(name)s in its values.
-        return str(text).replace("%", "%%")
-
+    value = supervisor.conf_value
     return f"""; Written by deploy.host_service.host_up; changes are overwritten.
 [unix_http_server]
 file={value(socket_path)}
@@ -244,22 +252,44 @@ redirect_stderr=true
 stdout_logfile={value(host_paths.host_logs(config.root) / "host.log")}
 stdout_logfile_maxbytes=10MB
 stdout_logfile_backups=5
+""" + _mail_program(config, value)
+
+
+def _mail_program(config: HostConfig, value) -> str:
+    if not config.mail_port:
+        return ""
+    command = shlex.join(
+        [
+            str(Path(sys.executable).parent / "randopony_smtp_sink"),
+            "--port",
+            str(config.mail_port),
+            "--maildir",
+            str(config.root / "mail"),
+        ]
+    )
+    return f"""
+[program:mail]
+command={value(command)}
+environment=PYTHONUNBUFFERED="1"
+autostart=true
+autorestart=true
+redirect_stderr=true
+stdout_logfile={value(host_paths.host_logs(config.root) / "mail.log")}
+stdout_logfile_maxbytes=10MB
+stdout_logfile_backups=2
 """
 
 
+def _socket(root: Path) -> Path:
+    return host_paths.supervisor_dir(root) / "supervisor.sock"
+
+
 def _supervisor(root: Path):
-    socket_path = host_paths.supervisor_dir(root) / "supervisor.sock"
-    transport = SupervisorTransport(None, None, f"unix://{socket_path}")
-    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+    return supervisor.client(_socket(root))
 
 
 def _supervisord_answers(root: Path) -> bool:
-    if not (host_paths.supervisor_dir(root) / "supervisor.sock").exists():
-        return False
-    try:
-        return _supervisor(root).getState()["statename"] == "RUNNING"
-    except (OSError, xmlrpc.client.Error):
-        return False
+    return supervisor.answers(_socket(root))
 
 
 def _port_answers(address: tuple[str, int]) -> bool:
@@ -268,15 +298,6 @@ def _port_answers(address: tuple[str, int]) -> bool:
     except OSError:
         return False
     return True
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        Path(f"/proc/{pid}").stat()
-    except FileNotFoundError:
-        return False
-    status = Path(f"/proc/{pid}/status").read_text()
-    return "\nState:\tZ" not in status
 
 
 def _wait(ready, timeout: float, what: str, root: Path) -> None:
