@@ -8,9 +8,6 @@ import os
 import tempfile
 from pathlib import Path
 
-from openpyxl import Workbook
-from openpyxl.styles import Font
-
 from .models import Brevet, Populaire
 
 FORMATS = ("xlsx", "csv")
@@ -76,6 +73,10 @@ def write_rider_list(settings, event) -> list[Path]:
             csv.writer(f).writerows(table)
 
     def write_xlsx(tmp):
+        # Imported here: openpyxl is a third of a second of every process start otherwise.
+        from openpyxl import Workbook
+        from openpyxl.styles import Font
+
         workbook = Workbook()
         sheet = workbook.active
         sheet.title = "Riders"

@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import xmlrpc.client
 from pathlib import Path
 
 from deploy import layout, supervisor
@@ -122,28 +123,36 @@ def start_supervisor(release_dir: Path) -> str:
     return "supervisord started with the app and celery"
 
 
-def reload(release_dir: Path) -> str:
-    """Put new code in service. The app restarts and is waited for; the worker gets a warm
-    shutdown (it finishes the task in hand) and supervisord starts it again on the new code,
-    without holding up the deploy. A changed supervisord.conf needs a full restart."""
+def reload(release_dir: Path, wait_up_seconds: float | None = None) -> tuple[str, dict | None]:
+    """Put new code in service. The app restarts (and, with wait_up_seconds, is waited for until
+    /up answers); then the worker gets a warm shutdown (it finishes the task in hand) and
+    supervisord starts it again on the new code, without holding up the deploy. The worker goes
+    second so its restart does not compete with the app's for the CPU. A changed
+    supervisord.conf needs a full restart."""
     conf, sock = paths(release_dir)
     previous = started_conf(release_dir)
+    answer = None
     if (
         not supervisor.answers(sock)
         or not previous.exists()
         or previous.read_text() != conf.read_text()
     ):
-        stopped = stop_supervisor(release_dir)
-        return f"{stopped}; {start_supervisor(release_dir)}"
+        said = f"{stop_supervisor(release_dir)}; {start_supervisor(release_dir)}"
+        if wait_up_seconds:
+            answer = wait_up(release_dir, wait_up_seconds)
+        return said, answer
     supervisor.stop_program(sock, APP)
-    supervisor.start_program(sock, APP)
+    # No waiting out supervisord's startsecs: the health check waits for the app itself.
+    supervisor.client(sock).startProcess(APP, False)
+    if wait_up_seconds:
+        answer = wait_up(release_dir, wait_up_seconds)
     try:
         supervisor.client(sock).signalProcess(CELERY, "TERM")
         worker = "the worker restarts on the new code after its current task"
-    except Exception:  # not running: start it
+    except xmlrpc.client.Fault:  # not running: start it
         supervisor.start_program(sock, CELERY)
         worker = "the worker started"
-    return f"app restarted; {worker}"
+    return f"app restarted; {worker}", answer
 
 
 def stop_supervisor(release_dir: Path) -> str:
@@ -233,6 +242,8 @@ def main(argv=None) -> int:
         "status",
     ):
         sub.add_parser(name)
+    reload_parser = sub.choices["reload"]
+    reload_parser.add_argument("--wait-up", type=float, metavar="S", help="then wait for /up")
     wait = sub.add_parser("wait-up")
     wait.add_argument("--timeout", type=float, default=60)
     tail_parser = sub.add_parser("tail")
@@ -250,10 +261,16 @@ def main(argv=None) -> int:
         elif args.command == "tail":
             print(tail(release_dir, args.log, args.lines))
         else:
+            if args.command == "reload":
+                said, answer = reload(release_dir, args.wait_up)
+                print(said)
+                if answer is not None:
+                    print(json.dumps(answer))
+                    return 0 if answer.get("http") == 200 else 3
+                return 0
             action = {
                 "start-supervisor": start_supervisor,
                 "stop-supervisor": stop_supervisor,
-                "reload": reload,
                 "start-app": start_app,
                 "stop-app": stop_app,
             }[args.command]

@@ -168,12 +168,26 @@ def install_app(target: Target, host: Host, journal) -> None:
         if info.get("dependencies") != fingerprint or not host.exists(entry_point):
             lock = str(src / "requirements.lock")
             host.run(
-                [*UV, "pip", "install", "--python", str(env_python), "-r", lock, "-e", str(src)],
+                # Compiled now: without .pyc files every app start compiles every module again.
+                [
+                    *UV,
+                    "pip",
+                    "install",
+                    "--compile-bytecode",
+                    "--python",
+                    str(env_python),
+                    "-r",
+                    lock,
+                    "-e",
+                    str(src),
+                ],
                 echo=_install_progress(target),
             )
             info["dependencies"] = fingerprint
         else:
             target.echo("  dependencies unchanged: nothing to install")
+        # The release's own code too (only what changed is compiled again).
+        host.run([str(env_python), "-m", "compileall", "-q", str(src / "app"), str(src / "deploy")])
         install_credentials(target, host, directory)
         ini = layout.ini_name("staging")
         host.symlink(f"{layout.SRC}/{ini}", directory / ini)
@@ -293,14 +307,14 @@ def runtime(host: Host, directory: PurePosixPath, *command: str, check: bool = T
 
 def restart(target: Target, host: Host, journal) -> None:
     """Put the new code in service under the release's supervisord (restarted in full when its
-    configuration changed)."""
+    configuration changed), and wait until the app reports healthy."""
     directory = release_dir(target, host)
-    with step(target, journal, "restart_staging", "the app and its celery worker"):
-        target.echo("  " + runtime(host, directory, "reload").stdout.strip())
-    with step(target, journal, "health_check", "wait for /up"):
-        answer = runtime(host, directory, "wait-up", "--timeout", "60", check=False)
+    with step(target, journal, "restart_staging", "the app and its celery worker, then /up"):
+        answer = runtime(host, directory, "reload", "--wait-up", "60", check=False)
+        said, _, health = answer.stdout.strip().rpartition("\n")
+        target.echo("  " + said)
         if answer.returncode != 0:
-            raise DeployError(f"the app does not report healthy: {answer.stdout.strip()}")
+            raise DeployError(f"the app does not report healthy: {health or answer.stderr.strip()}")
 
 
 def init_staging(

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,14 +53,13 @@ class LocalHostFixture:
         return f"http://127.0.0.1:{self.router_port}{path}"
 
     def tree(self) -> dict[str, tuple]:
-        """Every file under the host root with its size and time: to show nothing changed."""
+        """Every file the release machinery writes under the host root, with its size and time:
+        to show a refused command changed nothing. Logs, sockets, the panel's state and the
+        databases of running releases change by themselves and are left out."""
+        running = (".log", ".sock", ".sqlite", ".sqlite-wal", ".sqlite-shm")
         found = {}
         for path in sorted(self.root.rglob("*")):
-            if (
-                path.is_file()
-                and not path.name.endswith((".log", ".sock"))
-                and "panel" not in path.parts
-            ):
+            if path.is_file() and not path.name.endswith(running) and "panel" not in path.parts:
                 stat = path.stat()
                 found[str(path.relative_to(self.root))] = (stat.st_size, stat.st_mtime_ns)
         return found
@@ -85,10 +85,15 @@ def copy_checkout(destination: Path) -> Path:
 
 def stop_release_supervisors(root: Path) -> None:
     for sock in (root / "webapps").glob("*/supervisor.sock"):
+        started = time.monotonic()
         try:
             supervisor.shutdown(sock, timeout=90)
         except supervisor.SupervisorError:
             pass
+        if time.monotonic() - started > 15:  # say why, for whoever reads a slow run
+            for log in ("supervisord.log", "celery.log"):
+                text = (sock.parent / log).read_text(errors="replace")
+                print(f"--- slow stop of {sock.parent.name}: end of {log}\n{text[-3000:]}")
 
 
 @pytest.fixture(scope="module")
