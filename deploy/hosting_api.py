@@ -7,6 +7,10 @@ compatible endpoint, plus the three extensions of this project's panel:
   website's domains (reads go on) until ``release_writes(session, website)``, or until the hold
   lapses by itself. A held request then goes to wherever its domain points at that moment.
 - ``app_answers(session, app)``: whether something accepts connections on the app's port.
+- ``wait_app_idle(session, app, timeout)``: answers once no request routed to the app is under
+  way (returns how many still are), so an old release can be stopped without cutting one off.
+
+``hold_writes`` answers only once the writes already under way have finished.
 """
 
 from __future__ import annotations
@@ -213,6 +217,10 @@ class HostingAPI:
     def release_writes(self, website: str) -> list[str]:
         """Extension: let held writes go on; returns the domains released."""
         return list(self._session_call("release_writes", website))
+
+    def wait_app_idle(self, name: str, timeout: float = 30.0) -> int:
+        """Extension: wait until no request to the app is under way; returns how many still are."""
+        return int(self._session_call("wait_app_idle", name, float(timeout)))
 
     def app_answers(self, name: str) -> bool:
         """Extension: whether something accepts connections on the app's port."""

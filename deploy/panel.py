@@ -88,6 +88,7 @@ class Panel:
             "update_website": self.update_website,
             "delete_website": self.delete_website,
             "hold_writes": self.hold_writes,
+            "wait_app_idle": self.wait_app_idle,
             "release_writes": self.release_writes,
             "app_answers": self.app_answers,
             "system.listMethods": self.list_methods,
@@ -211,7 +212,9 @@ class Panel:
 
     # extensions of this panel (see deploy.hosting_api)
 
-    def hold_writes(self, session_id, website, seconds=300.0):
+    async def hold_writes(self, session_id, website, seconds=300.0):
+        """Hold new writes, then answer once the writes already under way have finished, so the
+        caller may copy the database knowing nothing more will be written to it."""
         self._check_session(session_id)
         self.store.get_website(website)
         if not isinstance(seconds, int | float) or not 0 < seconds <= 3600:
@@ -220,7 +223,23 @@ class Panel:
         if not domains:
             raise PanelError(FaultCode.INVALID, f"website {website!r} has no domains to hold")
         log.info("holding writes to %s for %s", website, ", ".join(domains))
+        if not await self.table.until(lambda: not self.table.writes_in_flight(domains), seconds):
+            self.table.release(website)
+            raise PanelError(
+                FaultCode.CONFLICT, f"writes to {website} did not finish; hold released"
+            )
         return domains
+
+    async def wait_app_idle(self, session_id, name, timeout=30.0):
+        """Answer once no request routed to the app is under way (or the timeout passed);
+        returns how many still are (0: idle). For stopping an old release without cutting off
+        a request."""
+        self._check_session(session_id)
+        port = self.store.get_app(name)["port"]
+        if not isinstance(timeout, int | float) or not 0 <= timeout <= 3600:
+            raise PanelError(FaultCode.INVALID, "timeout must be a number between 0 and 3600")
+        await self.table.until(lambda: not self.table.in_flight(port), float(timeout))
+        return self.table.in_flight(port)
 
     def release_writes(self, session_id, website):
         self._check_session(session_id)

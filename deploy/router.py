@@ -119,7 +119,11 @@ class Router:
                 log.info("%s %s %s: %s", status, request.method, request.host, refused.reason)
                 return _page(refused.status, refused.reason)
             website = target.website
-            response = await self._forward(request, target)
+            self.table.started(target.mount.port, host, request.method)
+            try:
+                response = await self._forward(request, target)
+            finally:
+                self.table.finished(target.mount.port, host, request.method)
             status = response.status
             return response
         except _AppDown as down:

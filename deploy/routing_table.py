@@ -54,6 +54,11 @@ class RoutingTable:
         self._moving: dict[str, float] = {}
         self._holds: dict[str, _Hold] = {}
         self._changed = asyncio.Event()
+        # Requests under way, so a promotion knows when the old app is idle and when the
+        # writes that got in before a hold have finished.
+        self._in_flight: dict[int, int] = {}
+        self._writes_in_flight: dict[str, int] = {}
+        self._idle = asyncio.Event()
 
     def replace(self, routes: dict[str, SiteRoute]) -> None:
         """Install the panel's new table; domains that disappeared start moving."""
@@ -83,6 +88,37 @@ class RoutingTable:
     def held_domains(self) -> dict[str, str]:
         now = time.monotonic()
         return {d: hold.website for d, hold in self._holds.items() if hold.until > now}
+
+    def started(self, port: int, host: str, method: str) -> None:
+        self._in_flight[port] = self._in_flight.get(port, 0) + 1
+        if method in WRITE_METHODS:
+            self._writes_in_flight[host] = self._writes_in_flight.get(host, 0) + 1
+
+    def finished(self, port: int, host: str, method: str) -> None:
+        self._in_flight[port] -= 1
+        if method in WRITE_METHODS:
+            self._writes_in_flight[host] -= 1
+        self._idle.set()
+        self._idle = asyncio.Event()
+
+    def in_flight(self, port: int) -> int:
+        return self._in_flight.get(port, 0)
+
+    def writes_in_flight(self, domains) -> int:
+        return sum(self._writes_in_flight.get(d, 0) for d in domains)
+
+    async def until(self, done, timeout: float) -> bool:
+        """Wait until done() is true (checked whenever a request finishes); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._idle.wait(), remaining)
+            except TimeoutError:
+                pass
+        return True
 
     def _wake(self) -> None:
         self._changed.set()

@@ -41,6 +41,8 @@ def make_app(name: str):
         if method == "POST":
             post_id = query.get("id", ["?"])[0]
             environ["wsgi.input"].read()
+            if "seconds" in query:  # a slow write, for the in-flight tests
+                time.sleep(float(query["seconds"][0]))
             with lock:
                 posts[post_id] = posts.get(post_id, 0) + 1
             return _json(start_response, {"app": name, "id": post_id})
