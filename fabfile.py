@@ -15,10 +15,9 @@ from pathlib import Path
 from fabric import task
 from invoke import Exit
 
-from deploy import app_control, host_service, staging
+from deploy import app_control, host_service, promote, records, staging
 from deploy.hosting_api import HostingError
 from deploy.hosts import HostError
-from deploy.records import LockHeld
 from deploy.target import CHECKOUT, Target, TargetError
 
 # The seed's module values. user/hosts: set ssh_host to deploy to a real server over SSH.
@@ -51,7 +50,7 @@ ENVIRONMENT = {
     "wrangler_email": "RANDOPONY_WRANGLER_EMAIL",
     "checkout": "RANDOPONY_CHECKOUT",
 }
-FAILURES = (TargetError, HostError, HostingError, staging.DeployError, LockHeld)
+FAILURES = (TargetError, HostError, HostingError, staging.DeployError, records.LockHeld)
 
 
 def target() -> Target:
@@ -156,6 +155,74 @@ def deploy_staging(c):
     """(default) rsync_code, install_app, then restart the staging app and worker."""
     address = run(staging.deploy_staging, target())
     print(f"Staging is up: {address}")
+
+
+# Production
+
+
+def confirm(question: str) -> bool:
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+@task(
+    help={
+        "yes": "do not ask",
+        "plan": "only print the plan",
+        "resume": "finish an interrupted promotion",
+    }
+)
+def promote_staging_to_production(c, yes=False, plan=False, resume=False):
+    """Promote staging to production: writes held, not refused; database carried forward."""
+    t = target()
+    first = t.production_release is None
+    summary = run(
+        lambda: promote.promote(
+            t,
+            yes=yes,
+            plan_only=plan,
+            resume=resume,
+            confirm=confirm,
+            wrangler_password=wrangler_password() if first and not plan else None,
+        )
+    )
+    if plan:
+        return
+    print(
+        f"Production is {summary['production']} at {summary['address']} "
+        f"(previous: {summary['previous'] or 'none'}); writes held "
+        f"{summary['write_hold_seconds'] or 0:.2f} s; "
+        f"{summary['copied_bytes'] / 1e6:.1f} MB copied; "
+        f"{summary['seconds']:.1f} s in all. Set production_release = {summary['production']!r}."
+    )
+
+
+@task(help={"yes": "do not ask"})
+def unlock(c, yes=False):
+    """Clear a stale lock left by a release operation that died."""
+    t = target().checked()
+
+    def call():
+        host = t.connect()
+        try:
+            holder = records.lock_holder(host)
+            if holder is None:
+                print("The host is not locked.")
+                return
+            print(
+                f"Locked by {holder.get('by')} for {holder.get('purpose')} of "
+                f"{holder.get('release')} since {holder.get('since')}."
+            )
+            if not yes and not confirm("Clear the lock?"):
+                raise TargetError("not confirmed; the lock stays")
+            records.clear_lock(host)
+            print("Lock cleared.")
+        finally:
+            host.close()
+
+    run(call)
 
 
 # Apps and supervisors, by role

@@ -76,16 +76,29 @@ class LockHeld(HostError):
     pass
 
 
+def lock_holder(host: Host) -> dict | None:
+    lock = layout.deploy_dir(host.root) / "lock"
+    if not host.exists(lock):
+        return None
+    holder = host.read_text(lock / "holder.json") or ""
+    return json.loads(holder) if holder.strip() else {}
+
+
+def clear_lock(host: Host) -> None:
+    host.remove(layout.deploy_dir(host.root) / "lock")
+
+
 @contextmanager
-def host_lock(host: Host, purpose: str, release: str):
+def host_lock(host: Host, purpose: str, release: str, reenter: bool = False):
     """One release operation at a time per host. mkdir is atomic on every filesystem, so two
-    maintainers racing for the lock cannot both get it."""
+    maintainers racing for the lock cannot both get it. `reenter`: a resumed operation takes
+    over the lock its interrupted run left, if it is the same operation on the same release."""
     lock = layout.deploy_dir(host.root) / "lock"
     host.mkdir(layout.deploy_dir(host.root))
     result = host.run(["mkdir", str(lock)], check=False)
-    if result.returncode != 0:
-        holder = host.read_text(lock / "holder.json") or "{}"
-        info = json.loads(holder) if holder.strip() else {}
+    info = lock_holder(host) or {}
+    same = info.get("purpose") == purpose and info.get("release") == release
+    if result.returncode != 0 and not (reenter and same):
         raise LockHeld(
             f"another release operation holds the host's lock: {info.get('purpose', '?')} of "
             f"{info.get('release', '?')} by {info.get('by', '?')} since {info.get('since', '?')}. "

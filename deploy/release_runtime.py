@@ -2,7 +2,8 @@
 its celery worker) and the answers the release machinery needs.
 
     env/bin/python -m deploy.release_runtime <release dir> COMMAND
-    COMMAND: start-supervisor | stop-supervisor | reload | start-app | stop-app | status
+    COMMAND: start-supervisor | stop-supervisor | reload | start-app | stop-app | stop-worker
+             | status
              | wait-up [--timeout S] | tail app|celery|supervisord [--lines N]
 
 The release machinery runs these commands through the Host (locally or over SSH), so supervisord
@@ -177,6 +178,14 @@ def start_app(release_dir: Path) -> str:
     return f"{said}; it answers at {answer['url']} ({answer.get('status')})"
 
 
+def stop_worker(release_dir: Path) -> str:
+    """A warm stop: the worker finishes the task in hand; queued tasks stay in the queue."""
+    _, sock = paths(release_dir)
+    if supervisor.stop_program(sock, CELERY):
+        return "worker stopped after its current task; its queue is kept"
+    return "worker was not running"
+
+
 def stop_app(release_dir: Path) -> str:
     _, sock = paths(release_dir)
     if supervisor.stop_program(sock, APP):
@@ -239,6 +248,7 @@ def main(argv=None) -> int:
         "reload",
         "start-app",
         "stop-app",
+        "stop-worker",
         "status",
     ):
         sub.add_parser(name)
@@ -273,6 +283,7 @@ def main(argv=None) -> int:
                 "stop-supervisor": stop_supervisor,
                 "start-app": start_app,
                 "stop-app": stop_app,
+                "stop-worker": stop_worker,
             }[args.command]
             print(action(release_dir))
     except supervisor.SupervisorError as error:
