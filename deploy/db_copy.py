@@ -71,7 +71,7 @@ SPACE_MARGIN = 16 << 20  # head room so the copy never fills the disk to the las
 # From sqlite3.h; the sqlite3 module of Python 3.11 does not expose sqlite3_db_config.
 _SQLITE_OK = 0
 _SQLITE_OPEN_READWRITE = 0x00000002
-_SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE = 1010
+_SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE = 1006
 
 
 class CopyError(Exception):
@@ -202,11 +202,13 @@ class _WriteLock:
         )
         if rc != _SQLITE_OK:
             self._fail(f"cannot open {path}")
-        # sqlite3_db_config is variadic: (db, op, int onoff, int *result).
+        # sqlite3_db_config is variadic: (db, op, int onoff, int *result); SQLite writes the
+        # setting now in force to *result, which we check rather than trust the call.
+        now = ctypes.c_int(-1)
         rc = self.lib.sqlite3_db_config(
-            self.db, _SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, ctypes.c_int(1), ctypes.c_void_p(None)
+            self.db, _SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, ctypes.c_int(1), ctypes.byref(now)
         )
-        if rc != _SQLITE_OK:
+        if rc != _SQLITE_OK or now.value != 1:
             self._fail("cannot disable checkpoint-on-close")
         self.lib.sqlite3_busy_timeout(self.db, int(timeout * 1000))
         self.path = path
@@ -260,11 +262,11 @@ def _copy_range(src_fd: int, dst_fd: int, offset: int, length: int) -> int:
     return done
 
 
-def _compare_and_patch(src_fd: int, dst_fd: int, size: int) -> int:
+def _compare_and_patch(src_fd: int, dst_fd: int, size: int, block: int) -> int:
     """Make dst's first `size` bytes equal to src's by rewriting only the blocks that differ."""
     written = 0
-    a = bytearray(BLOCK)
-    b = bytearray(BLOCK)
+    a = bytearray(block)
+    b = bytearray(block)
     offset = 0
     while offset < size:
         n = os.preadv(src_fd, [a], offset)
@@ -272,7 +274,7 @@ def _compare_and_patch(src_fd: int, dst_fd: int, size: int) -> int:
             break
         m = os.preadv(dst_fd, [b], offset)
         # Whole blocks compare with memcmp (bytearray ==); the short last block is sliced.
-        same = (a == b) if n == m == BLOCK else (a[:n] == b[:m])
+        same = (a == b) if n == m == block else (a[:n] == b[:m])
         if not same:
             os.pwrite(dst_fd, memoryview(a)[:n], offset)
             written += n
@@ -423,10 +425,12 @@ def consistent_copy(
     reuse: bool = False,
     lock_timeout: float = 30.0,
     verify: bool = False,
+    block_size: int = BLOCK,
 ) -> CopyResult:
     """Copy the live database `src` to `dst` as of one instant (the moment the write lock is
     taken). With `reuse`, a precopy left by `precopy(src, dst)` is fixed up instead of copying
-    everything under the lock. With `verify`, the copy must pass `PRAGMA integrity_check`."""
+    everything under the lock, comparing `block_size` bytes at a time when it has to compare.
+    With `verify`, the copy must pass `PRAGMA integrity_check`."""
     started = time.perf_counter()
     src, dst = Path(src).absolute(), Path(dst).absolute()
     bulk = precopy_path(dst)
@@ -466,7 +470,7 @@ def consistent_copy(
                     os.ftruncate(out, db_size)
                 else:
                     mode = "compare"
-                    main_written = _compare_and_patch(src_fd, out, db_size)
+                    main_written = _compare_and_patch(src_fd, out, db_size, block_size)
                 wal_size, wal_written = _copy_wal(src, tmp)
             finally:
                 lock.rollback()
