@@ -193,7 +193,7 @@ def test_copies_under_concurrent_writers_and_checkpoints(tmp_path):
     checkpointer = start(CHECKPOINTER, src)
     try:
         time.sleep(0.3)
-        for i in range(5):
+        for i in range(8):
             dst = tmp_path / f"copy{i}.db"
             result = consistent_copy(src, dst)
             assert result.mode == "full"
@@ -204,7 +204,7 @@ def test_copies_under_concurrent_writers_and_checkpoints(tmp_path):
                 assert last[writer] >= committed_before(log, result.locked_at)
             assert last[1] > 0 and last[2] > 0
             assert not (tmp_path / f"copy{i}.db-wal").exists()
-            time.sleep(0.1)
+            time.sleep(0.05)
         assert all(w.poll() is None for w in writers), "a writer died"
     finally:
         stop(*writers, checkpointer)
