@@ -38,8 +38,9 @@ then, under the lock, repairs that precopy instead of copying it again:
   then has a frame in the current WAL, which the copy also gets and which overrides that page.
   Only the WAL and any growth of the main file are copied under the lock.
 * "compare" mode (anything else, e.g. the WAL was restarted or the precopy was touched): every
-  1 MiB block of the source is compared with the precopy and only differing blocks are rewritten.
-  This reads the file but writes almost nothing, and it is correct whatever the precopy holds.
+  1 MiB block of the source is compared with the precopy and only the differing 4 KiB pages are
+  rewritten. This reads the file but writes almost nothing, and is correct whatever the precopy
+  holds.
 
 POSIX caveat: closing any file descriptor of a file drops every fcntl lock the *process* holds on
 it, including SQLite's. This module keeps its descriptor of the source open until its own SQLite
@@ -65,7 +66,8 @@ from pathlib import Path
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 WAL_HEADER_SIZE = 32
-BLOCK = 1 << 20  # compare granularity in reuse mode: big enough for fast syscalls, small deltas
+BLOCK = 1 << 20  # read/compare unit in reuse mode: big enough that syscalls cost nothing
+PAGE = 4096  # write unit within a differing block: SQLite's default page size
 SPACE_MARGIN = 16 << 20  # head room so the copy never fills the disk to the last byte
 
 # From sqlite3.h; the sqlite3 module of Python 3.11 does not expose sqlite3_db_config.
@@ -263,7 +265,11 @@ def _copy_range(src_fd: int, dst_fd: int, offset: int, length: int) -> int:
 
 
 def _compare_and_patch(src_fd: int, dst_fd: int, size: int, block: int) -> int:
-    """Make dst's first `size` bytes equal to src's by rewriting only the blocks that differ."""
+    """Make dst's first `size` bytes equal to src's, rewriting only what differs.
+
+    Reads in big blocks (few syscalls; a block compare is one memcmp), but writes page by page
+    within a block that differs, since scattered row updates touch single pages all over the file.
+    """
     written = 0
     a = bytearray(block)
     b = bytearray(block)
@@ -273,11 +279,15 @@ def _compare_and_patch(src_fd: int, dst_fd: int, size: int, block: int) -> int:
         if n == 0:
             break
         m = os.preadv(dst_fd, [b], offset)
-        # Whole blocks compare with memcmp (bytearray ==); the short last block is sliced.
-        same = (a == b) if n == m == block else (a[:n] == b[:m])
-        if not same:
-            os.pwrite(dst_fd, memoryview(a)[:n], offset)
-            written += n
+        if n == m == block and a == b:
+            offset += n
+            continue
+        view = memoryview(a)
+        for start in range(0, n, PAGE):
+            end = min(start + PAGE, n)
+            if end > m or a[start:end] != b[start:end]:
+                os.pwrite(dst_fd, view[start:end], offset + start)
+                written += end - start
         offset += n
     os.ftruncate(dst_fd, offset)
     return written
