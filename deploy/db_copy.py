@@ -373,6 +373,9 @@ def precopy(src: str | os.PathLike, dst: str | os.PathLike) -> CopyResult:
         out = os.open(bulk, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             copied = _copy_range(src_fd, out, 0, source.st_size)
+            # Flushed now, before writes are held, so the consistent copy's fsync only has the
+            # few pages it rewrites to flush (writes stay held until the copy is installed).
+            os.fsync(out)
         finally:
             os.close(out)
     finally:
