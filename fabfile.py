@@ -174,7 +174,7 @@ def confirm(question: str) -> bool:
         "resume": "finish an interrupted promotion",
     }
 )
-def promote_staging_to_production(c, yes=False, plan=False, resume=False):
+def promote_staging_to_production(c, yes=False, plan=False, resume=False, demo=False):
     """Promote staging to production: writes held, not refused; database carried forward."""
     t = target()
     first = t.production_release is None
@@ -186,6 +186,7 @@ def promote_staging_to_production(c, yes=False, plan=False, resume=False):
             resume=resume,
             confirm=confirm,
             wrangler_password=wrangler_password() if first and not plan else None,
+            demo=demo,
         )
     )
     if plan:

@@ -10,6 +10,7 @@ changed: they are the rollback point.
 
 from __future__ import annotations
 
+import configparser
 import json
 import time
 from collections.abc import Callable
@@ -101,12 +102,33 @@ def prepare_release(p: Promotion) -> None:
     p.host.symlink(f"{layout.SRC}/{ini}", p.new_dir / ini)
     p.host.remove(p.new_dir / layout.ini_name("staging"))
     write_bin_scripts(p.host, p.new_dir)
+    if p.old:
+        carry_session_secret(p)
     info = read_release_json(p.host, p.new_dir)
     environment = _release_env(p.host)
     conf = release_runtime.render_conf(p.new_dir, ini, int(info["port"]), p.new, environment)
     p.host.write_text(p.new_dir / layout.SUPERVISORD_CONF, conf)
     info["role"] = "production"
     p.host.write_text(p.new_dir / layout.RELEASE_JSON, json.dumps(info, indent=2) + "\n")
+
+
+def carry_session_secret(p: Promotion) -> None:
+    """Production's session secret goes forward: a rider who opened a form on the old release
+    and sends it to the new one must not find the form expired (a new secret would void the
+    session and its CSRF token)."""
+    old = _credentials(p.host.read_text(p.old_dir / layout.CREDENTIALS))
+    new = _credentials(p.host.read_text(p.new_dir / layout.CREDENTIALS))
+    if not old.get("session_secret") or old.get("session_secret") == new.get("session_secret"):
+        return
+    new["session_secret"] = old["session_secret"]
+    text = "[credentials]\n" + "".join(f"{key} = {value}\n" for key, value in new.items())
+    p.host.write_text(p.new_dir / layout.CREDENTIALS, text, mode=0o400)
+
+
+def _credentials(text: str | None) -> dict[str, str]:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(text or "")
+    return dict(parser.items("credentials")) if parser.has_section("credentials") else {}
 
 
 def init_production_db(p: Promotion) -> None:

@@ -54,12 +54,13 @@ class LocalHostFixture:
 
     def tree(self) -> dict[str, tuple]:
         """Every file the release machinery writes under the host root, with its size and time:
-        to show a refused command changed nothing. Logs, sockets, the panel's state and the
-        databases of running releases change by themselves and are left out."""
+        to show a refused command changed nothing. Logs, sockets, the panel's state, and the
+        databases and rider lists of running releases change by themselves and are left out."""
         running = (".log", ".sock", ".sqlite", ".sqlite-wal", ".sqlite-shm")
         found = {}
         for path in sorted(self.root.rglob("*")):
-            if path.is_file() and not path.name.endswith(running) and "panel" not in path.parts:
+            made_by_releases = "panel" in path.parts or "rider_lists" in path.parts
+            if path.is_file() and not path.name.endswith(running) and not made_by_releases:
                 stat = path.stat()
                 found[str(path.relative_to(self.root))] = (stat.st_size, stat.st_mtime_ns)
         return found
@@ -136,7 +137,9 @@ def local_host(mailbox):
         RANDOPONY_CHECKOUT=str(checkout),
     )
     try:
-        host_service.host_up(root, panel_port, router_port)
+        # Held writes may wait 30 s here (10 s by default): a loaded CI machine must not turn
+        # a slow promotion into failed requests that a real host would not see.
+        host_service.host_up(root, panel_port, router_port, wait_limit=30)
         yield LocalHostFixture(root, panel_port, router_port, checkout, env)
     finally:
         stop_release_supervisors(root)
