@@ -22,8 +22,8 @@ from deploy.target import CHECKOUT, Target, TargetError
 
 # The seed's module values. user/hosts: set ssh_host to deploy to a real server over SSH.
 app_name = "randopony"
-staging_release = "2026r1"
-production_release = None
+staging_release = "2026r2"
+production_release = "2026r1"  # None before the first promotion
 staging_domain = "staging.randopony.localhost"
 production_domain = "randopony.localhost"
 hosting_api = "http://127.0.0.1:8090/"  # the panel, as seen on the host (tunnelled over SSH)

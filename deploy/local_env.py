@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deploy import host_paths, host_service, records, staging, supervisor
+from deploy import host_paths, host_service, promote, records, staging, supervisor
 from deploy.target import CHECKOUT, Target, TargetError
 
 ROOT = host_paths.default_root()
@@ -49,6 +49,9 @@ def hosting_password(root: Path) -> str:
     return path.read_text().strip()
 
 
+FIRST_PRODUCTION = "2026r1"
+
+
 def up() -> int:
     password = hosting_password(ROOT)
     (ROOT / "deploy").mkdir(parents=True, exist_ok=True)
@@ -56,25 +59,36 @@ def up() -> int:
     if not env_file.exists():
         # Releases on this machine mail the sink, never the world.
         env_file.write_text(f"RANDOPONY_SMTP_HOST=127.0.0.1\nRANDOPONY_SMTP_PORT={MAIL_PORT}\n")
-    status = host_service.host_up(ROOT, mail_port=MAIL_PORT)
-    host_service.print_status(status)
+    host_service.print_status(host_service.host_up(ROOT, mail_port=MAIL_PORT, wait_limit=30))
     os.environ.setdefault("RANDOPONY_HOSTING_PASSWORD", password)
-    target = Target(host_root=str(ROOT), checkout=CHECKOUT)
-    roles = records.read_roles(target.checked().connect())
+    os.environ.setdefault("RANDOPONY_HOST_ROOT", str(ROOT))
+    import fabfile  # the checkout's own values: what `fab` uses afterwards
+
     try:
-        if roles["staging"] == target.staging_release:
+        roles = records.read_roles(fabfile.target().checked().connect())
+        if roles["production"] is None:
+            # A new machine: the checkout goes live as production first, with demo events.
+            first = Target(host_root=str(ROOT), checkout=CHECKOUT, staging_release=FIRST_PRODUCTION)
+            if roles["staging"] != FIRST_PRODUCTION:
+                staging.init_staging(first, password, DEV_WRANGLER_PASSWORD)
+            promote.promote(first, yes=True, wrangler_password=DEV_WRANGLER_PASSWORD, demo=True)
+        target = fabfile.target()
+        if records.read_roles(target.checked().connect())["staging"] == target.staging_release:
             address = staging.deploy_staging(target)
         else:
             address = staging.init_staging(target, password, DEV_WRANGLER_PASSWORD)
     except (TargetError, staging.DeployError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    production = f"http://{target.production_domain}:{staging.router_port(target)}/"
     print(
-        f"\nRandoPony staging is live: {address}\n"
-        f"  admin: {address}admin/login  ({target.wrangler_email} / {DEV_WRANGLER_PASSWORD})\n"
-        f"  mail the site sends: {ROOT / 'mail'} (one .eml each), and "
+        f"\nRandoPony production is live: {production}\n"
+        f"  staging beside it: {address}\n"
+        f"  admin: /admin/login on either ({target.wrangler_email} / {DEV_WRANGLER_PASSWORD})\n"
+        f"  mail the sites send: {ROOT / 'mail'} (one .eml each), and "
         f"{host_paths.host_logs(ROOT) / 'mail.log'}\n"
-        f"  redeploy after a change: .venv/bin/fab deploy_staging; stop everything: make stop\n"
+        "  next: change a template, .venv/bin/fab deploy_staging, "
+        ".venv/bin/fab promote_staging_to_production; stop everything: make stop\n"
     )
     return 0
 

@@ -156,25 +156,34 @@ def hold_writes(p: Promotion) -> None:
     p.target.echo(f"  writes to {', '.join(domains)} held; reads go on; writes under way finished")
 
 
+def _db_copy(p: Promotion, name: str, *options: str) -> dict:
+    python = str(p.new_dir / layout.ENV / "bin" / "python")
+    source, destination = str(p.old_dir / name), str(p.new_dir / name)
+    answer = p.host.run([python, "-m", "deploy.db_copy", source, destination, *options])
+    return json.loads(answer.stdout.strip().splitlines()[-1])
+
+
+def precopy_databases(p: Promotion) -> None:
+    """The bulk of the data, before writes are held, so the hold copies only what changed."""
+    for name in DB_NAMES:
+        if p.host.exists(p.old_dir / name):
+            copied = _db_copy(p, name, "--precopy")
+            p.target.echo(
+                f"  {name}: {copied.get('bytes_copied', 0) / 1e6:.1f} MB ahead of the hold"
+            )
+
+
 def copy_databases(p: Promotion) -> None:
     total = 0
     for name in DB_NAMES:
-        source = p.old_dir / name
-        if not p.host.exists(source):
+        if not p.host.exists(p.old_dir / name):
             continue
-        answer = p.host.run(
-            [
-                str(p.new_dir / layout.ENV / "bin" / "python"),
-                "-m",
-                "deploy.db_copy",
-                str(source),
-                str(p.new_dir / name),
-            ]
-        )
-        copied = json.loads(answer.stdout.strip().splitlines()[-1])
-        total += int(copied.get("bytes", 0))
+        copied = _db_copy(p, name)
+        total += int(copied.get("db_bytes", 0)) + int(copied.get("wal_bytes", 0))
         p.target.echo(
-            f"  {name}: {copied.get('bytes', 0) / 1e6:.1f} MB in {copied.get('seconds', 0):.2f} s"
+            f"  {name}: consistent copy ({copied.get('mode')}), "
+            f"{copied.get('bytes_under_lock', 0) / 1e6:.1f} MB under the lock, "
+            f"{copied.get('seconds', 0):.2f} s"
         )
     p.copied_bytes = total
 
@@ -223,7 +232,16 @@ def switch_domain(p: Promotion) -> None:
         p.api.release_writes(p.webapp(p.old))
         if p.held_at is not None:
             p.hold_seconds = round(time.monotonic() - p.held_at, 3)
+    _set_domain(p.host, p.new_dir, domain)
+    if p.old:
+        _set_domain(p.host, p.old_dir, None)
     p.target.echo(f"  http://{domain}/ now served by {new_name}")
+
+
+def _set_domain(host: Host, directory: PurePosixPath, domain: str | None) -> None:
+    info = read_release_json(host, directory)
+    info["domain"] = domain
+    host.write_text(directory / layout.RELEASE_JSON, json.dumps(info, indent=2) + "\n")
 
 
 def stop_old_release(p: Promotion) -> None:
