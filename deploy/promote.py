@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from deploy.target import Target, TargetError, hosting_session
 # Long enough for the copy, the migration and the new release's start on a large database; the
 # router lets each held request wait for its own (shorter) limit and a lapsed hold frees itself.
 HOLD_SECONDS = 300
+CRASH_AFTER = "RANDOPONY_TEST_CRASH_AFTER_STEP"
 DB_NAMES = ("RandoPony-production.sqlite", "celery.sqlite")
 
 
@@ -268,6 +270,12 @@ STEPS = (
     ),
     Step("init_production_db", "creates the production database", init_production_db, first),
     Step(
+        "precopy_databases",
+        "copies the bulk of production's data ahead of the hold (no lock)",
+        precopy_databases,
+        over_old,
+    ),
+    Step(
         "stop_old_worker",
         "the old worker finishes its task and stops; mail queues",
         stop_old_worker,
@@ -437,6 +445,8 @@ def run_steps(p: Promotion) -> dict:
         p.done.append(step.name)
         p.save()
         p.target.echo(f"✓ {step.name} ({p.durations[step.name]:.1f} s)")
+        if os.environ.get(CRASH_AFTER) == step.name:
+            os._exit(9)  # fault injection for the tests: a kill -9 at this step boundary
     summary = {
         "production": p.new,
         "previous": p.old,

@@ -135,6 +135,9 @@ def local_host(mailbox):
         RANDOPONY_HOSTING_PASSWORD=HOSTING_PASSWORD,
         RANDOPONY_WRANGLER_PASSWORD=WRANGLER_PASSWORD,
         RANDOPONY_CHECKOUT=str(checkout),
+        # A new host: the fabfile's values as they stand before the first release.
+        RANDOPONY_STAGING_RELEASE="2026r1",
+        RANDOPONY_PRODUCTION_RELEASE="",
     )
     try:
         # Held writes may wait 30 s here (10 s by default): a loaded CI machine must not turn

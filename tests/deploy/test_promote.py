@@ -225,3 +225,37 @@ def test_the_fabfile_must_agree_with_the_host_about_production(production):
     )
     assert done.returncode == 1
     assert production.tree() == before
+
+
+def test_a_promotion_killed_under_the_hold_is_finished_by_resume(production):
+    """kill -9 right after the database copy, with writes held: reads go on, and --resume
+    finishes with every registration kept."""
+    rider = Rider(production)
+    event = rider.event()
+    assert rider.sign_up(event, "before-crash@example.org").status_code == 302
+    r3 = dict(RANDOPONY_STAGING_RELEASE="2026r3", RANDOPONY_PRODUCTION_RELEASE="2026r2")
+    production.fab("init_staging", **r3)
+    crashed = production.fab(
+        "promote_staging_to_production",
+        "--yes",
+        check=False,
+        RANDOPONY_TEST_CRASH_AFTER_STEP="copy_databases",
+        **r3,
+    )
+    assert crashed.returncode == 9
+    assert Rider(production).get("/up").json()["release"] == "2026r2"  # reads still served
+    again = production.fab("promote_staging_to_production", "--yes", check=False, **r3)
+    assert again.returncode == 1 and "--resume" in again.stderr
+
+    writer = LoopingClient(production, event, "resumed")
+    writer.start()  # writes wait at the router until the resumed promotion releases them
+    done = production.fab("promote_staging_to_production", "--resume", **r3)
+    time.sleep(1)
+    writer.stop.set()
+    writer.join(90)
+    assert "Production is 2026r3" in done.stdout
+    assert writer.failures == [], writer.failures
+    stored = riders_in(production.root / "webapps/randopony2026r3/RandoPony-production.sqlite")
+    for email in ["before-crash@example.org", *writer.signed_up]:
+        assert stored.count(email) == 1, email
+    assert not (production.root / "deploy/promotion.json").exists()
