@@ -9,14 +9,11 @@ from __future__ import annotations
 import json
 import shlex
 import socket
-import subprocess
 import sys
 import time
 import xmlrpc.client
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-from supervisor.xmlrpc import Faults
 
 from deploy import host_paths, supervisor
 from deploy.hosting import DEFAULT_PANEL, DEFAULT_ROUTER
@@ -105,22 +102,15 @@ def host_up(
         host_paths.host_logs(root).mkdir(parents=True, exist_ok=True)
         conf_path.write_text(conf)
         (folder / "host.json").write_text(json.dumps(_config_json(config)))
-        socket_path.unlink(missing_ok=True)
-        started = subprocess.run(
-            [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf_path)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if started.returncode != 0:
-            raise HostServiceError(f"supervisord did not start: {started.stderr.strip()}")
-        _wait(lambda: _supervisord_answers(root), timeout, "supervisord to answer", root)
+        try:
+            supervisor.start(conf_path, socket_path, timeout)
+        except supervisor.SupervisorError as error:
+            raise HostServiceError(str(error)) from None
     else:
         try:
-            _supervisor(root).startProcess(PROGRAM, True)
-        except xmlrpc.client.Fault as fault:
-            if fault.faultCode != Faults.ALREADY_STARTED:
-                raise HostServiceError(f"the host did not start: {fault.faultString}") from None
+            supervisor.start_program(socket_path, PROGRAM)
+        except supervisor.SupervisorError as error:
+            raise HostServiceError(f"the host did not start: {error}") from None
     _wait(lambda: host_status(root).running, timeout, "the panel and the router to answer", root)
     return host_status(root)
 
