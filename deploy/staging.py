@@ -46,7 +46,6 @@ RSYNC_EXCLUDES = (
     "/private_credentials",
     "/rider_lists",
 )
-UV = ("python3", "-m", "uv")
 
 
 class DeployError(Exception):
@@ -157,10 +156,9 @@ def install_app(target: Target, host: Host, journal) -> None:
     with step(
         target, journal, "install_app", f"virtualenv and package in {directory / layout.ENV}"
     ):
-        if host.run([*UV, "--version"], check=False).returncode != 0:
-            host.run(["python3", "-m", "pip", "install", "--quiet", "uv"])
+        uv = uv_command(host)
         if not host.exists(env_python):
-            host.run([*UV, "venv", "--quiet", "--python", "python3", str(directory / layout.ENV)])
+            host.run([*uv, "venv", "--quiet", "--python", "python3", str(directory / layout.ENV)])
         src = directory / layout.SRC
         # The package is installed editable: new code needs no reinstall, new dependencies do.
         fingerprint = dependencies_fingerprint(target)
@@ -170,7 +168,7 @@ def install_app(target: Target, host: Host, journal) -> None:
             host.run(
                 # Compiled now: without .pyc files every app start compiles every module again.
                 [
-                    *UV,
+                    *uv,
                     "pip",
                     "install",
                     "--compile-bytecode",
@@ -202,6 +200,21 @@ def install_app(target: Target, host: Host, journal) -> None:
             installed_at=records.now(), installed_by=records.who(), revision=code_revision(target)
         )
         host.write_text(directory / layout.RELEASE_JSON, json.dumps(info, indent=2) + "\n")
+
+
+def uv_command(host: Host) -> tuple[str, ...]:
+    """uv on the host: on its PATH, in its python3, or else installed once into a small
+    virtualenv under the host root (a Debian python3 refuses `pip install` into itself)."""
+    tools = layout.deploy_dir(host.root) / "tools"
+    for candidate in (("uv",), ("python3", "-m", "uv"), (str(tools / "bin" / "uv"),)):
+        try:
+            if host.run([*candidate, "--version"], check=False).returncode == 0:
+                return candidate
+        except HostError:  # not installed there
+            continue
+    host.run(["python3", "-m", "venv", str(tools)])
+    host.run([str(tools / "bin" / "pip"), "install", "--quiet", "uv"])
+    return (str(tools / "bin" / "uv"),)
 
 
 def dependencies_fingerprint(target: Target) -> str:
