@@ -16,6 +16,7 @@ import re
 import secrets
 import select
 import shlex
+import time
 import socket
 import stat
 import subprocess
@@ -247,17 +248,22 @@ class SSHHost:
             options.update(hide=False, out_stream=writer, err_stream=writer)
         else:
             options.update(hide=True)
+        timed_out = HostError(
+            f"`{' '.join(shown)}` did not finish within {timeout} s on {self.address}"
+        )
+        started = time.monotonic()
         try:
             done = connection.run(command, **options)
         except invoke.CommandTimedOut as error:
-            raise HostError(
-                f"`{' '.join(shown)}` did not finish within {timeout} s on {self.address}"
-            ) from error
+            raise timed_out from error
         except (paramiko.SSHException, OSError, EOFError) as error:
             raise HostError(f"`{' '.join(shown)}` on {self.address} failed: {error}") from error
         finally:
             if writer:
                 writer.flush_line()
+        # Under load invoke sometimes reports a timed-out command as exit -1 instead of raising.
+        if timeout and done.exited == -1 and time.monotonic() - started >= timeout:
+            raise timed_out
         return Result(done.exited, done.stdout, done.stderr)
 
     def _shell(self, *commands: Sequence[str]) -> Result:
