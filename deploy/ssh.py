@@ -16,11 +16,11 @@ import re
 import secrets
 import select
 import shlex
-import time
 import socket
 import stat
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
