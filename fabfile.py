@@ -201,6 +201,18 @@ def promote_staging_to_production(c, yes=False, plan=False, resume=False, demo=F
 
 
 @task(help={"yes": "do not ask"})
+def rollback_production(c, yes=False):
+    """Put the previous release back in production, keeping every registration since."""
+    summary = run(lambda: promote.rollback(target(), yes=yes, confirm=confirm))
+    print(
+        f"Production is {summary['production']} again at {summary['address']}; "
+        f"{summary['rolled_back']} is marked bad. Writes held "
+        f"{summary['write_hold_seconds'] or 0:.2f} s; {summary['seconds']:.1f} s in all. "
+        f"Set production_release = {summary['production']!r}."
+    )
+
+
+@task(help={"yes": "do not ask"})
 def unlock(c, yes=False):
     """Clear a stale lock left by a release operation that died."""
     t = target().checked()

@@ -468,3 +468,144 @@ def run_steps(p: Promotion) -> dict:
     )
     p.host.remove(promotion_file(p.host.root))
     return summary
+
+
+# Rolling back: the same machinery, pointed the other way. `new` is the previous release that
+# comes back, `old` the current production that goes. Registrations made since the promotion are
+# kept: the current database is copied back and migrated down with the newer release's scripts.
+
+
+def copy_back(p: Promotion) -> None:
+    """The current data into the previous release, with the newer release's own copier."""
+    python = str(p.old_dir / layout.ENV / "bin" / "python")
+    total = 0
+    for name in DB_NAMES:
+        if p.host.exists(p.old_dir / name):
+            answer = p.host.run(
+                [python, "-m", "deploy.db_copy", str(p.old_dir / name), str(p.new_dir / name)]
+            )
+            copied = json.loads(answer.stdout.strip().splitlines()[-1])
+            total += int(copied.get("db_bytes", 0)) + int(copied.get("wal_bytes", 0))
+    p.copied_bytes = total
+    p.target.echo(f"  {total / 1e6:.1f} MB copied back")
+
+
+def migrate_down(p: Promotion) -> None:
+    """Down to the previous release's head, with the newer release's scripts (the previous
+    release's own scripts do not know the newer revisions)."""
+    heads = p.host.run(
+        [
+            str(p.new_dir / layout.ENV / "bin" / "alembic"),
+            "-c",
+            layout.ini_name("production"),
+            "heads",
+        ],
+        cwd=p.new_dir,
+    ).stdout.split()
+    head = heads[0]
+    database = p.new_dir / "RandoPony-production.sqlite"
+    p.host.run(
+        [
+            str(p.old_dir / layout.ENV / "bin" / "alembic"),
+            "-c",
+            layout.ini_name("production"),
+            "downgrade",
+            head,
+        ],
+        cwd=p.old_dir,
+        env={"RANDOPONY_DB_URL": f"sqlite:///{database}"},
+    )
+    p.target.echo(f"  {database.name} migrated down to {head}")
+
+
+ROLLBACK_STEPS = (
+    Step(
+        "stop_current_worker",
+        "the current worker finishes its task and stops; mail queues",
+        stop_old_worker,
+    ),
+    Step("hold_writes", "the router holds writes to production (reads go on)", hold_writes),
+    Step(
+        "copy_back",
+        "copies the current database and mail queue into the previous release",
+        copy_back,
+    ),
+    Step(
+        "migrate_down",
+        "alembic downgrade to the previous release's head, on that copy",
+        migrate_down,
+    ),
+    Step("start_previous_release", "starts the previous release; waits for /up", start_new_release),
+    Step("switch_domain", "the production domain moves back; held writes go there", switch_domain),
+    Step(
+        "stop_current_release",
+        "stops the rolled-back release once its requests are done",
+        stop_old_release,
+    ),
+)
+
+
+def rollback(
+    target: Target, *, yes: bool = False, confirm=None, password: str | None = None
+) -> dict:
+    target.checked()
+    host = target.connect()
+    try:
+        roles = records.read_roles(host)
+        current, previous = roles.get("production"), roles.get("previous")
+        if not current or not previous:
+            raise TargetError("there is no previous production release to roll back to")
+        if previous in roles.get("bad", []):
+            raise TargetError(f"{previous} is marked bad; it is not a rollback target")
+        if (target.production_release or None) != current:
+            raise TargetError(
+                f"the host's production release is {current}, the fabfile expects "
+                f"{target.production_release or 'none'}: set production_release = {current!r}"
+            )
+        target.echo(
+            f"Roll production back from {target.webapp(current)} to {target.webapp(previous)}:"
+        )
+        for number, step in enumerate(ROLLBACK_STEPS, 1):
+            target.echo(f"  {number}. {step.name}: {step.changes}")
+        if not yes and not (confirm and confirm("Roll back now?")):
+            raise TargetError("not confirmed; nothing changed")
+        with (
+            hosting_session(target, host, password) as api,
+            records.host_lock(host, "rollback", previous),
+        ):
+            p = Promotion(target, host, api, previous, current)
+            journal = records.Journal(host, "rollback", previous)
+            started = time.monotonic()
+            for step in ROLLBACK_STEPS:
+                target.echo(f"→ {step.name}: {step.changes}")
+                step_started = time.monotonic()
+                try:
+                    with journal.step(step.name):
+                        step.run(p)
+                except (HostError, DeployError, TargetError) as error:
+                    raise DeployError(f"rollback step {step.name} failed: {error}") from None
+                p.durations[step.name] = round(time.monotonic() - step_started, 2)
+                target.echo(f"✓ {step.name} ({p.durations[step.name]:.1f} s)")
+            roles = records.read_roles(host)
+            roles.update(
+                production=previous, previous=None, bad=sorted({*roles.get("bad", []), current})
+            )
+            records.write_roles(host, roles)
+            summary = {
+                "production": previous,
+                "rolled_back": current,
+                "address": f"http://{target.production_domain}/",
+                "write_hold_seconds": p.hold_seconds,
+                "copied_bytes": p.copied_bytes,
+                "steps": p.durations,
+                "seconds": round(time.monotonic() - started, 2),
+            }
+            records.record_event(
+                host,
+                "rollback",
+                release=previous,
+                **{k: v for k, v in summary.items() if k != "production"},
+            )
+            return summary
+    finally:
+        host.close()

@@ -259,3 +259,45 @@ def test_a_promotion_killed_under_the_hold_is_finished_by_resume(production):
     for email in ["before-crash@example.org", *writer.signed_up]:
         assert stored.count(email) == 1, email
     assert not (production.root / "deploy/promotion.json").exists()
+
+
+MIGRATION_4 = MIGRATION.replace('"0003"', '"0004"').replace('"0002"', '"0003"')
+MIGRATION_4 = MIGRATION_4.replace("emergency_phone", "shirt_size").replace(
+    "0003\nRevises", "0004\nRevises"
+)
+
+
+def test_rollback_under_load_keeps_every_registration(production):
+    (production.checkout / "alembic/versions/0004_test_shirt_size.py").write_text(MIGRATION_4)
+    r4 = dict(RANDOPONY_STAGING_RELEASE="2026r4", RANDOPONY_PRODUCTION_RELEASE="2026r3")
+    production.fab("init_staging", **r4)
+    production.fab("promote_staging_to_production", "--yes", **r4)
+    rider = Rider(production)
+    event = rider.event()
+    assert rider.sign_up(event, "on-r4@example.org").status_code == 302
+
+    client = LoopingClient(production, event, "rollback")
+    client.start()
+    time.sleep(1)
+    done = production.fab("rollback_production", "--yes", RANDOPONY_PRODUCTION_RELEASE="2026r4")
+    time.sleep(1)
+    client.stop.set()
+    client.join(90)
+
+    assert "Production is 2026r3 again" in done.stdout
+    assert client.failures == [], client.failures
+    assert Rider(production).get("/up").json()["release"] == "2026r3"
+    database = production.root / "webapps/randopony2026r3/RandoPony-production.sqlite"
+    stored = riders_in(database)
+    for email in ["before-crash@example.org", "on-r4@example.org", *client.signed_up]:
+        assert stored.count(email) == 1, email
+    with sqlite3.connect(database) as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(brevet_riders)")]
+        assert "shirt_size" not in columns and "emergency_phone" in columns
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0003"
+    roles = json.loads((production.root / "deploy/roles.json").read_text())
+    assert roles["production"] == "2026r3" and "2026r4" in roles["bad"]
+    again = production.fab(
+        "rollback_production", "--yes", check=False, RANDOPONY_PRODUCTION_RELEASE="2026r3"
+    )
+    assert again.returncode == 1 and "no previous production release" in again.stderr
