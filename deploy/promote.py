@@ -158,8 +158,10 @@ def hold_writes(p: Promotion) -> None:
     p.target.echo(f"  writes to {', '.join(domains)} held; reads go on; writes under way finished")
 
 
-def _db_copy(p: Promotion, name: str, *options: str) -> dict:
-    python = str(p.new_dir / layout.ENV / "bin" / "python")
+def _db_copy(p: Promotion, name: str, *options: str, run_in: PurePosixPath | None = None) -> dict:
+    """deploy.db_copy on the host, from the old release's directory into the new one's, run by
+    the new release's code unless `run_in` names another release."""
+    python = str((run_in or p.new_dir) / layout.ENV / "bin" / "python")
     source, destination = str(p.old_dir / name), str(p.new_dir / name)
     answer = p.host.run([python, "-m", "deploy.db_copy", source, destination, *options])
     return json.loads(answer.stdout.strip().splitlines()[-1])
@@ -175,12 +177,12 @@ def precopy_databases(p: Promotion) -> None:
             )
 
 
-def copy_databases(p: Promotion) -> None:
+def copy_databases(p: Promotion, run_in: PurePosixPath | None = None) -> None:
     total = 0
     for name in DB_NAMES:
         if not p.host.exists(p.old_dir / name):
             continue
-        copied = _db_copy(p, name)
+        copied = _db_copy(p, name, run_in=run_in)
         total += int(copied.get("db_bytes", 0)) + int(copied.get("wal_bytes", 0))
         p.target.echo(
             f"  {name}: consistent copy ({copied.get('mode')}), "
@@ -476,18 +478,8 @@ def run_steps(p: Promotion) -> dict:
 
 
 def copy_back(p: Promotion) -> None:
-    """The current data into the previous release, with the newer release's own copier."""
-    python = str(p.old_dir / layout.ENV / "bin" / "python")
-    total = 0
-    for name in DB_NAMES:
-        if p.host.exists(p.old_dir / name):
-            answer = p.host.run(
-                [python, "-m", "deploy.db_copy", str(p.old_dir / name), str(p.new_dir / name)]
-            )
-            copied = json.loads(answer.stdout.strip().splitlines()[-1])
-            total += int(copied.get("db_bytes", 0)) + int(copied.get("wal_bytes", 0))
-    p.copied_bytes = total
-    p.target.echo(f"  {total / 1e6:.1f} MB copied back")
+    """The current data into the previous release, copied by the newer (current) release's code."""
+    copy_databases(p, run_in=p.old_dir)
 
 
 def migrate_down(p: Promotion) -> None:

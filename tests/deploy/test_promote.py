@@ -56,9 +56,10 @@ class Rider:
         )
 
     def event(self):
-        return re.search(
-            r'href="http://[^"/]+(/brevets/LM/200/[^"]+)"', self.get("/brevets/").text
-        ).group(1)
+        page = self.get("/brevets/")
+        found = re.search(r'href="http://[^"/]+(/brevets/LM/200/[^"]+)"', page.text)
+        assert found, f"no LM200 event on /brevets/ ({page.status_code}): {page.text[:500]}"
+        return found.group(1)
 
     def sign_up(self, event, email):
         form = self.get(event + "/entry")
