@@ -60,5 +60,11 @@ def test_start_app_for_a_missing_production_release(local_host):
 
 
 def test_hosting_password_is_never_printed(local_host):
-    done = local_host.fab("init_staging", check=False, RANDOPONY_STAGING_RELEASE="bad!")
+    # A login the panel refuses: the password reaches the panel, and must reach no output.
+    wrong = "not-the-password-9f3c"
+    done = local_host.fab("init_staging", check=False, RANDOPONY_HOSTING_PASSWORD=wrong)
+    assert done.returncode == 1 and "refused the login" in done.stderr
+    assert wrong not in done.stdout + done.stderr
     assert HOSTING_PASSWORD not in done.stdout + done.stderr
+    host_log = (local_host.root / "logs/host/host.log").read_text()
+    assert wrong not in host_log and HOSTING_PASSWORD not in host_log
