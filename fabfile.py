@@ -212,6 +212,20 @@ def rollback_production(c, yes=False):
     )
 
 
+@task(
+    help={
+        "keep": "how many of the newest other releases to keep (production and the rollback "
+        "target are always kept)",
+        "yes": "do not ask",
+    }
+)
+def cleanup_releases(c, keep=2, yes=False):
+    """Remove old release directories with their apps and websites on the hosting panel."""
+    from deploy import cleanup
+
+    run(lambda: cleanup.cleanup_releases(target(), keep=keep, yes=yes, confirm=confirm))
+
+
 @task(help={"yes": "do not ask"})
 def unlock(c, yes=False):
     """Clear a stale lock left by a release operation that died."""
