@@ -65,6 +65,13 @@ def run(action, *args):
         return action(*args)
     except FAILURES as error:
         raise Exit(f"error: {error}", code=1) from None
+    except KeyboardInterrupt:
+        raise Exit(
+            "interrupted. A promotion or rollback stopped here is finished with the same "
+            "command and --resume (or a promotion undone with `fab rollback_production`); "
+            "the host's deploy/journal.log says which step was under way.",
+            code=130,
+        ) from None
 
 
 def wrangler_password() -> str:
@@ -200,10 +207,18 @@ def promote_staging_to_production(c, yes=False, plan=False, resume=False, demo=F
     )
 
 
-@task(help={"yes": "do not ask"})
-def rollback_production(c, yes=False):
-    """Put the previous release back in production, keeping every registration since."""
-    summary = run(lambda: promote.rollback(target(), yes=yes, confirm=confirm))
+@task(help={"yes": "do not ask", "resume": "finish an interrupted rollback"})
+def rollback_production(c, yes=False, resume=False):
+    """Put the previous release back in production, keeping every registration since; or undo
+    an interrupted promotion."""
+    summary = run(lambda: promote.rollback(target(), yes=yes, resume=resume, confirm=confirm))
+    if summary["undone"]:
+        print(
+            f"The promotion of {summary['rolled_back']} is undone: production is "
+            f"{summary['production'] or 'empty'} as before, and {summary['rolled_back']} is "
+            f"staging again. {summary['seconds']:.1f} s in all."
+        )
+        return
     print(
         f"Production is {summary['production']} again at {summary['address']}; "
         f"{summary['rolled_back']} is marked bad. Writes held "
@@ -219,7 +234,7 @@ def rollback_production(c, yes=False):
         "yes": "do not ask",
     }
 )
-def cleanup_releases(c, keep=2, yes=False):
+def cleanup_releases(c, keep="2", yes=False):
     """Remove old release directories with their apps and websites on the hosting panel."""
     from deploy import cleanup
 

@@ -19,9 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from deploy import layout, records, release_runtime
-from deploy.hosting_api import HostingAPI
+from deploy.hosting_api import HostingAPI, HostingError
 from deploy.hosts import Host, HostError
-from deploy.staging import DeployError, read_release_json, runtime, write_bin_scripts
+from deploy.staging import (
+    DeployError,
+    read_release_env,
+    read_release_json,
+    runtime,
+    write_bin_scripts,
+)
 from deploy.target import Target, TargetError, hosting_session
 
 # Long enough for the copy, the migration and the new release's start on a large database; the
@@ -42,10 +48,14 @@ class Promotion:
     target: Target
     host: Host
     api: HostingAPI
-    new: str
+    new: str | None
     old: str | None
     wrangler_password: str | None = None
     demo: bool = False
+    # "promote", or "rollback": then `new` is the release coming back and `old` the one going.
+    kind: str = "promote"
+    # A rollback of an interrupted promotion: the steps that promotion had done.
+    undo: list[str] | None = None
     done: list[str] = field(default_factory=list)
     durations: dict[str, float] = field(default_factory=dict)
     held_at: float | None = None
@@ -53,7 +63,9 @@ class Promotion:
     copied_bytes: int = 0
 
     @property
-    def new_dir(self) -> PurePosixPath:
+    def new_dir(self) -> PurePosixPath | None:
+        if self.new is None:
+            return None
         return layout.release_dir(self.host.root, self.target.app_name, self.new)
 
     @property
@@ -65,8 +77,13 @@ class Promotion:
     def webapp(self, release: str) -> str:
         return self.target.webapp(release)
 
+    def release_dir(self, release: str) -> PurePosixPath:
+        return layout.release_dir(self.host.root, self.target.app_name, release)
+
     def save(self) -> None:
         state = {
+            "kind": self.kind,
+            "undo": self.undo,
             "new": self.new,
             "old": self.old,
             "demo": self.demo,
@@ -90,28 +107,60 @@ class Step:
 
 # The steps, in order.
 
+ASIDE = "staging-aside"  # staging's databases and credentials, until the promotion is recorded
+
 
 def stop_staging(p: Promotion) -> None:
     p.target.echo("  " + runtime(p.host, p.new_dir, "stop-supervisor").stdout.strip())
 
 
 def prepare_release(p: Promotion) -> None:
-    """Staging's data and logs go; the release now reads production.ini."""
+    """Staging's data goes aside (back if the promotion is undone, deleted once it is recorded)
+    and its logs go; the release now reads production.ini, and its website lets go of the
+    staging domain so production's data is never shown there."""
+    aside = p.new_dir / ASIDE
+    p.host.mkdir(aside)
     # Staging's mail queue goes too: production must not send staging's mail.
-    for name in layout.database_files("staging") + tuple(layout.LOGS.values()):
+    for name in layout.database_files("staging"):
+        if p.host.exists(p.new_dir / name):
+            p.host.run(["mv", "-f", "--", str(p.new_dir / name), str(aside / name)])
+    if not p.host.exists(aside / layout.CREDENTIALS):
+        credentials = p.host.read_text(p.new_dir / layout.CREDENTIALS) or ""
+        p.host.write_text(aside / layout.CREDENTIALS, credentials, mode=0o400)
+    for name in layout.LOGS.values():
         p.host.remove(p.new_dir / name)
-    ini = layout.ini_name("production")
-    p.host.symlink(f"{layout.SRC}/{ini}", p.new_dir / ini)
-    p.host.remove(p.new_dir / layout.ini_name("staging"))
-    write_bin_scripts(p.host, p.new_dir)
+    set_role(p.host, p.new_dir, p.new, "production")
+    _set_website_domains(p, p.new, [])
     if p.old:
         carry_session_secret(p)
-    info = read_release_json(p.host, p.new_dir)
-    environment = _release_env(p.host)
-    conf = release_runtime.render_conf(p.new_dir, ini, int(info["port"]), p.new, environment)
-    p.host.write_text(p.new_dir / layout.SUPERVISORD_CONF, conf)
-    info["role"] = "production"
-    p.host.write_text(p.new_dir / layout.RELEASE_JSON, json.dumps(info, indent=2) + "\n")
+
+
+def set_role(host: Host, directory: PurePosixPath, release: str, role: str) -> None:
+    """The release reads `role`'s ini: the link, bin/ scripts, supervisord.conf, release.json."""
+    ini = layout.ini_name(role)
+    host.symlink(f"{layout.SRC}/{ini}", directory / ini)
+    for other in layout.ROLES:
+        if other != role:
+            host.remove(directory / layout.ini_name(other))
+    write_bin_scripts(host, directory)
+    info = read_release_json(host, directory)
+    conf = release_runtime.render_conf(
+        directory, ini, int(info["port"]), release, read_release_env(host)
+    )
+    host.write_text(directory / layout.SUPERVISORD_CONF, conf)
+    info["role"] = role
+    host.write_text(directory / layout.RELEASE_JSON, json.dumps(info, indent=2) + "\n")
+
+
+def _set_website_domains(p: Promotion, release: str, domains: list[str]) -> None:
+    name = p.webapp(release)
+    ip = (p.api.list_ips() or ["127.0.0.1"])[0]
+    p.api.update_website(name, ip, False, domains, [(name, "/")])
+    info = read_release_json(p.host, p.release_dir(release))
+    info["domain"] = domains[0] if domains else None
+    p.host.write_text(
+        p.release_dir(release) / layout.RELEASE_JSON, json.dumps(info, indent=2) + "\n"
+    )
 
 
 def carry_session_secret(p: Promotion) -> None:
@@ -212,7 +261,12 @@ def migrate_database(p: Promotion) -> None:
 
 
 def start_new_release(p: Promotion) -> None:
-    p.target.echo("  " + runtime(p.host, p.new_dir, "start-supervisor").stdout.strip())
+    """The app only: the worker starts once the release serves production, so until then
+    nothing but the migration has touched the copied data, and undoing needs no copy back."""
+    said = runtime(p.host, p.new_dir, "start-supervisor", "--app-only", check=False)
+    if said.returncode != 0:
+        raise DeployError(f"the new release does not start: {said.stderr.strip()}")
+    p.target.echo("  " + said.stdout.strip())
     answer = runtime(p.host, p.new_dir, "wait-up", "--timeout", "60", check=False)
     if answer.returncode != 0:
         raise DeployError(f"the new release does not report healthy: {answer.stdout.strip()}")
@@ -224,28 +278,21 @@ def switch_domain(p: Promotion) -> None:
     held writes go, to the new release. Between the two calls the router holds the domain's
     requests instead of failing them."""
     domain = p.target.production_domain
-    ip = (p.api.list_ips() or ["127.0.0.1"])[0]
     if p.old:
         old_site = p.api.website(p.webapp(p.old))
         if old_site is not None and domain in old_site.subdomains:
             rest = [d for d in old_site.subdomains if d != domain]
-            p.api.update_website(old_site.name, ip, False, rest, list(old_site.website_apps))
-    new_name = p.webapp(p.new)
-    p.api.update_website(new_name, ip, False, [domain], [(new_name, "/")])
+            _set_website_domains(p, p.old, rest)
+    _set_website_domains(p, p.new, [domain])
     if p.old:
         p.api.release_writes(p.webapp(p.old))
         if p.held_at is not None:
             p.hold_seconds = round(time.monotonic() - p.held_at, 3)
-    _set_domain(p.host, p.new_dir, domain)
-    if p.old:
-        _set_domain(p.host, p.old_dir, None)
-    p.target.echo(f"  http://{domain}/ now served by {new_name}")
+    p.target.echo(f"  http://{domain}/ now served by {p.webapp(p.new)}")
 
 
-def _set_domain(host: Host, directory: PurePosixPath, domain: str | None) -> None:
-    info = read_release_json(host, directory)
-    info["domain"] = domain
-    host.write_text(directory / layout.RELEASE_JSON, json.dumps(info, indent=2) + "\n")
+def start_new_worker(p: Promotion) -> None:
+    p.target.echo("  " + runtime(p.host, p.new_dir, "start-worker").stdout.strip())
 
 
 def stop_old_release(p: Promotion) -> None:
@@ -253,6 +300,24 @@ def stop_old_release(p: Promotion) -> None:
     if left:
         p.target.echo(f"  {left} request(s) still under way at the old release after 30 s")
     p.target.echo("  " + runtime(p.host, p.old_dir, "stop-supervisor").stdout.strip())
+
+
+def record_promotion(p: Promotion) -> None:
+    roles = records.read_roles(p.host)
+    roles.update(production=p.new, previous=p.old, staging=None)
+    records.write_roles(p.host, roles)
+    p.host.remove(p.new_dir / ASIDE)
+    records.record_event(p.host, "promote", release=p.new, previous=p.old, **_figures(p))
+
+
+def _figures(p: Promotion) -> dict:
+    return {
+        "address": f"http://{p.target.production_domain}/",
+        "write_hold_seconds": p.hold_seconds,
+        "copied_bytes": p.copied_bytes,
+        "steps": p.durations,
+        "seconds": round(sum(p.durations.values()), 2),
+    }
 
 
 def first(p: Promotion) -> bool:
@@ -267,7 +332,8 @@ STEPS = (
     Step("stop_staging", "stops the staging release's app and worker", stop_staging),
     Step(
         "prepare_release",
-        "deletes staging's databases and logs; production.ini replaces staging.ini",
+        "staging's databases set aside and its logs deleted; production.ini replaces "
+        "staging.ini; the staging domain is detached",
         prepare_release,
     ),
     Step("init_production_db", "creates the production database", init_production_db, first),
@@ -293,188 +359,49 @@ STEPS = (
         over_old,
     ),
     Step("migrate_database", "alembic upgrade head on the copy", migrate_database, over_old),
-    Step("start_new_release", "starts the new app and worker; waits for /up", start_new_release),
+    Step("start_new_release", "starts the new app; waits for /up", start_new_release),
     Step(
         "switch_domain",
         "the production domain moves to the new release; held writes go there",
         switch_domain,
     ),
+    Step("start_new_worker", "the new release's worker sends the queued mail", start_new_worker),
     Step(
         "stop_old_release",
         "stops the old release once its requests are done",
         stop_old_release,
         over_old,
     ),
+    Step(
+        "record_promotion",
+        "roles and history; staging's set-aside data deleted",
+        record_promotion,
+    ),
 )
 
 
-def _release_env(host: Host) -> dict[str, str]:
-    from deploy.staging import read_release_env
-
-    return read_release_env(host)
-
-
-def plan(target: Target, old: str | None, new: str) -> list[str]:
-    p = Promotion(target, None, None, new, old)  # type: ignore[arg-type]
-    lines = [f"Promote {target.webapp(new)} to production at http://{target.production_domain}/"]
-    if old:
-        lines[0] += f", replacing {target.webapp(old)}"
-    number = 0
-    for step in STEPS:
-        if step.applies(p):
-            number += 1
-            lines.append(f"  {number}. {step.name}: {step.changes}")
-    lines.append(f"  {number + 1}. record: history, roles, unlock")
-    return lines
+# Rolling back: the same machinery, pointed the other way. `new` is the release that comes
+# back, `old` the one that goes. After a promotion that moved the domain, registrations made
+# since are kept: the current database is copied back and migrated down with the newer
+# release's scripts. A promotion that never moved the domain is undone without a copy: the
+# production database was never written by anything but the production release.
 
 
-def preflight(target: Target, host: Host, api: HostingAPI) -> tuple[str | None, str]:
-    """Everything checked before anything changes; returns (old production, new)."""
-    roles = records.read_roles(host)
-    new = target.staging_release
-    old = roles.get("production")
-    if roles.get("staging") != new:
-        raise TargetError(
-            f"the host's staging release is {roles.get('staging')}, not {new}: "
-            "set staging_release to the release to promote"
-        )
-    if old == new:
-        raise TargetError(f"{new} is production already")
-    if (target.production_release or None) != old:
-        raise TargetError(
-            f"the host's production release is {old or 'none'}, the fabfile expects "
-            f"{target.production_release or 'none'}: set production_release = {old!r}"
-        )
-    new_dir = layout.release_dir(host.root, target.app_name, new)
-    if not host.exists(new_dir / layout.ENV / "bin" / "python"):
-        raise TargetError(f"{new} is not installed: run init_staging and deploy_staging")
-    health = runtime(host, new_dir, "wait-up", "--timeout", "10", check=False)
-    if health.returncode != 0:
-        raise TargetError(f"staging {new} is not healthy: {health.stdout.strip()}")
-    heads = host.run(
-        [str(new_dir / layout.ENV / "bin" / "alembic"), "-c", layout.ini_name("staging"), "heads"],
-        cwd=new_dir,
-    ).stdout.split()
-    if len([h for h in heads if h != "(head)"]) != 1:
-        raise TargetError(f"{new}'s migrations have {len(heads)} heads; merge them first")
-    if old:
-        old_dir = layout.release_dir(host.root, target.app_name, old)
-        size = sum(
-            int(host.run(["stat", "-c", "%s", str(old_dir / n)]).stdout)
-            for n in DB_NAMES
-            if host.exists(old_dir / n)
-        )
-        free = int(host.run(["df", "-B1", "--output=avail", str(host.root)]).stdout.split()[-1])
-        if free < 2 * size:
-            raise TargetError(
-                f"{free / 1e9:.1f} GB free on the host, {2 * size / 1e9:.1f} GB needed"
-            )
-        if api.website(target.webapp(old)) is None:
-            raise TargetError(f"the production website {target.webapp(old)} is not on the panel")
-    return old, new
+def switched(p: Promotion) -> bool:
+    return p.undo is None or "switch_domain" in p.undo
 
 
-def promote(
-    target: Target,
-    *,
-    yes: bool = False,
-    plan_only: bool = False,
-    resume: bool = False,
-    confirm: Callable[[str], bool] | None = None,
-    wrangler_password: str | None = None,
-    password: str | None = None,
-    demo: bool = False,
-) -> dict:
-    target.checked()
-    host = target.connect()
-    try:
-        with hosting_session(target, host, password) as api:
-            saved = host.read_text(promotion_file(host.root))
-            if saved and not resume:
-                state = json.loads(saved)
-                raise TargetError(
-                    f"a promotion of {state['new']} was interrupted after "
-                    f"{state['done'][-1] if state['done'] else 'its start'}: "
-                    "finish it with `fab promote_staging_to_production --resume`"
-                )
-            if resume:
-                if not saved:
-                    raise TargetError("there is no interrupted promotion to resume")
-                state = json.loads(saved)
-                old, new = state["old"], state["new"]
-            else:
-                old, new = preflight(target, host, api)
-            lines = plan(target, old, new)
-            for line in lines:
-                target.echo(line)
-            if plan_only:
-                return {"planned": lines}
-            if not yes and not resume and not (confirm and confirm("Promote now?")):
-                raise TargetError("not confirmed; nothing changed")
-            with records.host_lock(host, "promote", new, reenter=resume):
-                p = Promotion(target, host, api, new, old, wrangler_password, demo)
-                if resume:
-                    p.done = state["done"]
-                    p.durations = state.get("durations", {})
-                    p.copied_bytes = state.get("copied_bytes", 0)
-                return run_steps(p)
-    finally:
-        host.close()
+def undoing(p: Promotion) -> bool:
+    return not switched(p)
 
 
-def run_steps(p: Promotion) -> dict:
-    journal = records.Journal(p.host, "promote", p.new)
-    p.save()
-    started = time.monotonic()
-    for step in STEPS:
-        if not step.applies(p) or step.name in p.done:
-            continue
-        if step.name == "switch_domain" and p.old and "hold_writes" in p.done and p.held_at is None:
-            p.held_at = time.monotonic()  # resumed under a hold: count from here
-        p.target.echo(f"→ {step.name}: {step.changes}")
-        step_started = time.monotonic()
-        try:
-            with journal.step(step.name):
-                step.run(p)
-        except (HostError, DeployError, TargetError) as error:
-            p.target.echo(f"✗ {step.name} failed after {time.monotonic() - step_started:.1f} s")
-            raise DeployError(
-                f"{step.name} failed: {error}\nProduction is still served by "
-                f"{p.old or 'nothing yet'}. Fix the cause, then run "
-                "`fab promote_staging_to_production --resume`."
-            ) from None
-        p.durations[step.name] = round(time.monotonic() - step_started, 2)
-        p.done.append(step.name)
-        p.save()
-        p.target.echo(f"✓ {step.name} ({p.durations[step.name]:.1f} s)")
-        if os.environ.get(CRASH_AFTER) == step.name:
-            os._exit(9)  # fault injection for the tests: a kill -9 at this step boundary
-    summary = {
-        "production": p.new,
-        "previous": p.old,
-        "address": f"http://{p.target.production_domain}/",
-        "write_hold_seconds": p.hold_seconds,
-        "copied_bytes": p.copied_bytes,
-        "steps": p.durations,
-        "seconds": round(time.monotonic() - started, 2),
-    }
-    roles = records.read_roles(p.host)
-    roles.update(production=p.new, previous=p.old, staging=None)
-    records.write_roles(p.host, roles)
-    records.record_event(
-        p.host,
-        "promote",
-        release=p.new,
-        previous=p.old,
-        **{k: v for k, v in summary.items() if k not in ("production", "previous")},
-    )
-    p.host.remove(promotion_file(p.host.root))
-    return summary
+def undoing_over_previous(p: Promotion) -> bool:
+    return undoing(p) and p.new is not None
 
 
-# Rolling back: the same machinery, pointed the other way. `new` is the previous release that
-# comes back, `old` the current production that goes. Registrations made since the promotion are
-# kept: the current database is copied back and migrated down with the newer release's scripts.
+def stop_previous_release(p: Promotion) -> None:
+    """Its database is about to be replaced: nothing may have it open."""
+    p.target.echo("  " + runtime(p.host, p.new_dir, "stop-supervisor").stdout.strip())
 
 
 def copy_back(p: Promotion) -> None:
@@ -510,94 +437,403 @@ def migrate_down(p: Promotion) -> None:
     p.target.echo(f"  {database.name} migrated down to {head}")
 
 
+def stop_unpromoted_release(p: Promotion) -> None:
+    p.target.echo("  " + runtime(p.host, p.old_dir, "stop-supervisor").stdout.strip())
+
+
+def restart_previous_worker(p: Promotion) -> None:
+    p.target.echo("  " + runtime(p.host, p.new_dir, "start-worker").stdout.strip())
+
+
+def release_held_writes(p: Promotion) -> None:
+    domains = p.api.release_writes(p.webapp(p.new))
+    p.target.echo(f"  writes to {', '.join(domains) or 'production'} go on")
+
+
+def return_to_staging(p: Promotion) -> None:
+    """The release that was not promoted is staging again, with staging's own data back."""
+    directory, aside = p.old_dir, p.old_dir / ASIDE
+    for name in layout.database_files("production"):
+        p.host.remove(directory / name)  # a copy of production's data: not staging's to keep
+    if p.host.exists(aside):
+        for name in (*layout.database_files("staging"), layout.CREDENTIALS):
+            if p.host.exists(aside / name):
+                p.host.run(["mv", "-f", "--", str(aside / name), str(directory / name)])
+        p.host.remove(aside)
+    set_role(p.host, directory, p.old, "staging")
+    _set_website_domains(p, p.old, [p.target.staging_domain])
+    p.target.echo("  " + runtime(p.host, directory, "start-supervisor").stdout.strip())
+    answer = runtime(p.host, directory, "wait-up", "--timeout", "60", check=False)
+    p.target.echo(f"  staging /up: {answer.stdout.strip()}")
+
+
+def record_rollback(p: Promotion) -> None:
+    roles = records.read_roles(p.host)
+    if switched(p):
+        roles.update(production=p.new, previous=None, bad=sorted({*roles.get("bad", []), p.old}))
+        event = "rollback"
+    else:
+        roles.update(staging=p.old)
+        event = "promotion_undone"
+    records.write_roles(p.host, roles)
+    records.record_event(p.host, event, release=p.new, rolled_back=p.old, **_figures(p))
+
+
 ROLLBACK_STEPS = (
     Step(
         "stop_current_worker",
         "the current worker finishes its task and stops; mail queues",
         stop_old_worker,
+        switched,
     ),
-    Step("hold_writes", "the router holds writes to production (reads go on)", hold_writes),
+    Step(
+        "hold_writes",
+        "the router holds writes to production (reads go on)",
+        hold_writes,
+        switched,
+    ),
+    Step(
+        "stop_previous_release",
+        "makes sure nothing has the previous release's database open",
+        stop_previous_release,
+        switched,
+    ),
     Step(
         "copy_back",
         "copies the current database and mail queue into the previous release",
         copy_back,
+        switched,
     ),
     Step(
         "migrate_down",
         "alembic downgrade to the previous release's head, on that copy",
         migrate_down,
+        switched,
     ),
-    Step("start_previous_release", "starts the previous release; waits for /up", start_new_release),
-    Step("switch_domain", "the production domain moves back; held writes go there", switch_domain),
+    Step(
+        "start_previous_release",
+        "starts the previous app; waits for /up",
+        start_new_release,
+        switched,
+    ),
+    Step(
+        "switch_domain",
+        "the production domain moves back; held writes go there",
+        switch_domain,
+        switched,
+    ),
+    Step(
+        "start_previous_worker",
+        "the previous release's worker sends the queued mail",
+        start_new_worker,
+        switched,
+    ),
     Step(
         "stop_current_release",
         "stops the rolled-back release once its requests are done",
         stop_old_release,
+        switched,
     ),
+    Step(
+        "stop_unpromoted_release",
+        "stops the release that was being promoted",
+        stop_unpromoted_release,
+        undoing,
+    ),
+    Step(
+        "restart_previous_worker",
+        "production's worker runs again and sends what queued",
+        restart_previous_worker,
+        undoing_over_previous,
+    ),
+    Step(
+        "release_writes",
+        "held writes go on, to production as before",
+        release_held_writes,
+        undoing_over_previous,
+    ),
+    Step(
+        "return_to_staging",
+        "the release is staging again, with staging's data; production's copy is deleted",
+        return_to_staging,
+        undoing,
+    ),
+    Step("record_rollback", "roles and history", record_rollback),
 )
 
 
-def rollback(
-    target: Target, *, yes: bool = False, confirm=None, password: str | None = None
+def plan(p: Promotion) -> list[str]:
+    steps = STEPS if p.kind == "promote" else ROLLBACK_STEPS
+    if p.kind == "promote":
+        lines = [f"Promote {p.webapp(p.new)} to production at http://{p.target.production_domain}/"]
+        if p.old:
+            lines[0] += f", replacing {p.webapp(p.old)}"
+    elif switched(p):
+        lines = [f"Roll production back from {p.webapp(p.old)} to {p.webapp(p.new)}:"]
+    else:
+        lines = [
+            f"Undo the interrupted promotion of {p.webapp(p.old)}: production stays "
+            f"{p.webapp(p.new) if p.new else 'empty'}; {p.old} goes back to staging:"
+        ]
+    applying = [step for step in steps if step.applies(p)]
+    for number, step in enumerate(applying, 1):
+        state = "done  " if step.name in p.done else ""
+        lines.append(f"  {number}. {state}{step.name}: {step.changes}")
+    return lines
+
+
+def preflight(target: Target, host: Host, api: HostingAPI) -> tuple[str | None, str]:
+    """Everything checked before anything changes; returns (old production, new)."""
+    roles = records.read_roles(host)
+    new = target.staging_release
+    old = roles.get("production")
+    if roles.get("staging") != new:
+        raise TargetError(
+            f"the host's staging release is {roles.get('staging')}, not {new}: "
+            "set staging_release to the release to promote"
+        )
+    if old == new:
+        raise TargetError(f"{new} is production already")
+    _check_production(target, old)
+    new_dir = layout.release_dir(host.root, target.app_name, new)
+    if not host.exists(new_dir / layout.ENV / "bin" / "python"):
+        raise TargetError(f"{new} is not installed: run init_staging and deploy_staging")
+    health = runtime(host, new_dir, "wait-up", "--timeout", "10", check=False)
+    if health.returncode != 0:
+        raise TargetError(f"staging {new} is not healthy: {health.stdout.strip()}")
+    heads = host.run(
+        [str(new_dir / layout.ENV / "bin" / "alembic"), "-c", layout.ini_name("staging"), "heads"],
+        cwd=new_dir,
+    ).stdout.split()
+    if len([h for h in heads if h != "(head)"]) != 1:
+        raise TargetError(f"{new}'s migrations have {len(heads)} heads; merge them first")
+    if old:
+        old_dir = layout.release_dir(host.root, target.app_name, old)
+        size = sum(
+            int(host.run(["stat", "-c", "%s", str(old_dir / n)]).stdout)
+            for n in DB_NAMES
+            if host.exists(old_dir / n)
+        )
+        free = int(host.run(["df", "-B1", "--output=avail", str(host.root)]).stdout.split()[-1])
+        if free < 2 * size:
+            raise TargetError(
+                f"{free / 1e9:.1f} GB free on the host, {2 * size / 1e9:.1f} GB needed"
+            )
+        if api.website(target.webapp(old)) is None:
+            raise TargetError(f"the production website {target.webapp(old)} is not on the panel")
+    return old, new
+
+
+def _check_production(target: Target, production: str | None) -> None:
+    if (target.production_release or None) != production:
+        raise TargetError(
+            f"the host's production release is {production or 'none'}, the fabfile expects "
+            f"{target.production_release or 'none'}: set production_release = {production!r}"
+        )
+
+
+def _interrupted(host: Host) -> dict | None:
+    saved = host.read_text(promotion_file(host.root))
+    return json.loads(saved) if saved else None
+
+
+def _restore(p: Promotion, state: dict) -> Promotion:
+    p.done = state.get("done", [])
+    p.durations = state.get("durations", {})
+    p.copied_bytes = state.get("copied_bytes", 0)
+    p.hold_seconds = state.get("hold_seconds")
+    return p
+
+
+def promote(
+    target: Target,
+    *,
+    yes: bool = False,
+    plan_only: bool = False,
+    resume: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+    wrangler_password: str | None = None,
+    password: str | None = None,
+    demo: bool = False,
 ) -> dict:
     target.checked()
     host = target.connect()
     try:
-        roles = records.read_roles(host)
-        current, previous = roles.get("production"), roles.get("previous")
-        if not current or not previous:
-            raise TargetError("there is no previous production release to roll back to")
-        if previous in roles.get("bad", []):
-            raise TargetError(f"{previous} is marked bad; it is not a rollback target")
-        if (target.production_release or None) != current:
-            raise TargetError(
-                f"the host's production release is {current}, the fabfile expects "
-                f"{target.production_release or 'none'}: set production_release = {current!r}"
-            )
-        target.echo(
-            f"Roll production back from {target.webapp(current)} to {target.webapp(previous)}:"
-        )
-        for number, step in enumerate(ROLLBACK_STEPS, 1):
-            target.echo(f"  {number}. {step.name}: {step.changes}")
-        if not yes and not (confirm and confirm("Roll back now?")):
-            raise TargetError("not confirmed; nothing changed")
-        with (
-            hosting_session(target, host, password) as api,
-            records.host_lock(host, "rollback", previous),
-        ):
-            p = Promotion(target, host, api, previous, current)
-            journal = records.Journal(host, "rollback", previous)
-            started = time.monotonic()
-            for step in ROLLBACK_STEPS:
-                target.echo(f"→ {step.name}: {step.changes}")
-                step_started = time.monotonic()
+        with hosting_session(target, host, password) as api:
+            state = _interrupted(host)
+            if state and state.get("kind", "promote") != "promote":
+                raise TargetError(
+                    f"a rollback to {state['new']} was interrupted: finish it with "
+                    "`fab rollback_production --resume`"
+                )
+            if state and not resume:
+                raise TargetError(
+                    f"a promotion of {state['new']} was interrupted after "
+                    f"{state['done'][-1] if state['done'] else 'its start'}: "
+                    "finish it with `fab promote_staging_to_production --resume`, "
+                    "or undo it with `fab rollback_production`"
+                )
+            if resume:
+                if not state:
+                    raise TargetError("there is no interrupted promotion to resume")
+                old, new = state["old"], state["new"]
+            else:
+                old, new = preflight(target, host, api)
+            p = Promotion(target, host, api, new, old, wrangler_password, demo)
+            if state:
+                _restore(p, state)
+            lines = plan(p)
+            for line in lines:
+                target.echo(line)
+            if plan_only:
+                return {"planned": lines}
+            if not yes and not resume and not (confirm and confirm("Promote now?")):
+                raise TargetError("not confirmed; nothing changed")
+            with records.host_lock(host, "promote", new, reenter=resume):
                 try:
-                    with journal.step(step.name):
-                        step.run(p)
-                except (HostError, DeployError, TargetError) as error:
-                    raise DeployError(f"rollback step {step.name} failed: {error}") from None
-                p.durations[step.name] = round(time.monotonic() - step_started, 2)
-                target.echo(f"✓ {step.name} ({p.durations[step.name]:.1f} s)")
+                    run_steps(p, STEPS)
+                except StepFailed as failure:
+                    if "switch_domain" in p.done:
+                        raise DeployError(
+                            f"{failure}\nProduction is served by {new}. Fix the cause, then "
+                            "`fab promote_staging_to_production --resume` finishes the "
+                            "promotion, or `fab rollback_production` undoes it."
+                        ) from None
+                    undo_failed_promotion(p, failure)
+            return {"production": new, "previous": old, **_figures(p)}
+    finally:
+        host.close()
+
+
+def undo_failed_promotion(p: Promotion, failure: StepFailed) -> None:
+    """A step before the domain moved failed: production goes on as it was, at once, and the
+    release goes back to staging to be mended."""
+    p.target.echo(f"Undoing the promotion: production stays {p.old or 'empty'}.")
+    undo = Promotion(p.target, p.host, p.api, p.old, p.new, kind="rollback", undo=list(p.done))
+    try:
+        run_steps(undo, ROLLBACK_STEPS)
+    except StepFailed as second:
+        raise DeployError(
+            f"{failure}\nUndoing it failed too: {second}\nProduction is still served by "
+            f"{p.old or 'nothing'}. Fix that, then run `fab rollback_production --resume`."
+        ) from None
+    raise DeployError(
+        f"{failure}\nThe promotion was undone: production is {p.old or 'still empty'}, as "
+        f"before, and {p.new} is back on staging. Fix the cause, deploy it to staging and "
+        "promote again."
+    )
+
+
+class StepFailed(DeployError):
+    pass
+
+
+FAILURES = (HostError, DeployError, TargetError, HostingError)
+
+
+def run_steps(p: Promotion, steps: tuple[Step, ...]) -> None:
+    """Run the steps not yet done, journaled, saving the state after each, so a run killed
+    anywhere is taken up by --resume; the state file goes once the last step is done."""
+    journal = records.Journal(p.host, p.kind, p.new or p.old)
+    p.save()
+    _crash_point(p, "start")
+    for step in steps:
+        if not step.applies(p) or step.name in p.done:
+            continue
+        if step.name == "switch_domain" and "hold_writes" in p.done and p.held_at is None:
+            p.held_at = time.monotonic()  # resumed under a hold: count from here
+        p.target.echo(f"→ {step.name}: {step.changes}")
+        step_started = time.monotonic()
+        try:
+            with journal.step(step.name):
+                step.run(p)
+        except FAILURES as error:
+            p.target.echo(f"✗ {step.name} failed after {time.monotonic() - step_started:.1f} s")
+            raise StepFailed(f"{step.name} failed: {error}") from None
+        p.durations[step.name] = round(time.monotonic() - step_started, 2)
+        p.done.append(step.name)
+        p.save()
+        p.target.echo(f"✓ {step.name} ({p.durations[step.name]:.1f} s)")
+        _crash_point(p, step.name)
+    p.host.remove(promotion_file(p.host.root))
+
+
+def _crash_point(p: Promotion, name: str) -> None:
+    """Fault injection for the tests: a kill -9 at this step boundary ("promote:hold_writes",
+    "rollback:copy_back"; a bare step name means the promotion's)."""
+    wanted = os.environ.get(CRASH_AFTER)
+    if wanted in (f"{p.kind}:{name}", name if p.kind == "promote" else None):
+        os._exit(9)
+
+
+def rollback(
+    target: Target,
+    *,
+    yes: bool = False,
+    resume: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+    password: str | None = None,
+) -> dict:
+    """Undo the last promotion: a completed one (the previous release comes back, with the data
+    written since), or an interrupted one (production as it was, the release back on staging)."""
+    target.checked()
+    host = target.connect()
+    try:
+        with hosting_session(target, host, password) as api:
+            state = _interrupted(host)
             roles = records.read_roles(host)
-            roles.update(
-                production=previous, previous=None, bad=sorted({*roles.get("bad", []), current})
-            )
-            records.write_roles(host, roles)
-            summary = {
-                "production": previous,
-                "rolled_back": current,
-                "address": f"http://{target.production_domain}/",
-                "write_hold_seconds": p.hold_seconds,
-                "copied_bytes": p.copied_bytes,
-                "steps": p.durations,
-                "seconds": round(time.monotonic() - started, 2),
-            }
-            records.record_event(
-                host,
-                "rollback",
-                release=previous,
-                **{k: v for k, v in summary.items() if k != "production"},
-            )
-            return summary
+            _check_production(target, roles.get("production"))
+            if state and state.get("kind") == "rollback":
+                if not resume:
+                    raise TargetError(
+                        f"a rollback to {state['new']} was interrupted: finish it with "
+                        "`fab rollback_production --resume`"
+                    )
+                p = _restore(
+                    Promotion(
+                        target,
+                        host,
+                        api,
+                        state["new"],
+                        state["old"],
+                        kind="rollback",
+                        undo=state.get("undo"),
+                    ),
+                    state,
+                )
+            elif resume:
+                raise TargetError("there is no interrupted rollback to resume")
+            elif state:  # an interrupted promotion, undone
+                p = Promotion(
+                    target,
+                    host,
+                    api,
+                    state["old"],
+                    state["new"],
+                    kind="rollback",
+                    undo=state.get("done", []),
+                )
+            else:
+                current, previous = roles.get("production"), roles.get("previous")
+                if not current or not previous:
+                    raise TargetError("there is no previous production release to roll back to")
+                if previous in roles.get("bad", []):
+                    raise TargetError(f"{previous} is marked bad; it is not a rollback target")
+                p = Promotion(target, host, api, previous, current, kind="rollback")
+            for line in plan(p):
+                target.echo(line)
+            if not yes and not resume and not (confirm and confirm("Roll back now?")):
+                raise TargetError("not confirmed; nothing changed")
+            # Undoing a promotion takes over the lock its dead (or failed) run left.
+            takes_over = ("promote", p.old) if p.undo is not None else None
+            with records.host_lock(host, "rollback", p.old, reenter=resume, takes_over=takes_over):
+                try:
+                    run_steps(p, ROLLBACK_STEPS)
+                except StepFailed as failure:
+                    raise DeployError(
+                        f"rollback {failure}\nFix the cause, then "
+                        "`fab rollback_production --resume` finishes the rollback."
+                    ) from None
+            return {"production": p.new, "rolled_back": p.old, "undone": undoing(p), **_figures(p)}
     finally:
         host.close()

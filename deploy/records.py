@@ -89,16 +89,25 @@ def clear_lock(host: Host) -> None:
 
 
 @contextmanager
-def host_lock(host: Host, purpose: str, release: str, reenter: bool = False):
+def host_lock(
+    host: Host,
+    purpose: str,
+    release: str,
+    reenter: bool = False,
+    takes_over: tuple[str, str] | None = None,
+):
     """One release operation at a time per host. mkdir is atomic on every filesystem, so two
     maintainers racing for the lock cannot both get it. `reenter`: a resumed operation takes
-    over the lock its interrupted run left, if it is the same operation on the same release."""
+    over the lock its interrupted run left, if it is the same operation on the same release;
+    `takes_over` names another interrupted operation whose lock this one may take (a rollback
+    undoing an interrupted promotion)."""
     lock = layout.deploy_dir(host.root) / "lock"
     host.mkdir(layout.deploy_dir(host.root))
     result = host.run(["mkdir", str(lock)], check=False)
     info = lock_holder(host) or {}
-    same = info.get("purpose") == purpose and info.get("release") == release
-    if result.returncode != 0 and not (reenter and same):
+    held_by = (info.get("purpose"), info.get("release"))
+    allowed = held_by == (purpose, release) and reenter or held_by == takes_over
+    if result.returncode != 0 and not allowed:
         raise LockHeld(
             f"another release operation holds the host's lock: {info.get('purpose', '?')} of "
             f"{info.get('release', '?')} by {info.get('by', '?')} since {info.get('since', '?')}. "

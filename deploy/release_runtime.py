@@ -2,8 +2,8 @@
 its celery worker) and the answers the release machinery needs.
 
     env/bin/python -m deploy.release_runtime <release dir> COMMAND
-    COMMAND: start-supervisor | stop-supervisor | reload | start-app | stop-app | stop-worker
-             | status
+    COMMAND: start-supervisor [--app-only] | stop-supervisor | reload | start-app | stop-app
+             | start-worker | stop-worker | status
              | wait-up [--timeout S] | tail app|celery|supervisord [--lines N]
 
 The release machinery runs these commands through the Host (locally or over SSH), so supervisord
@@ -82,7 +82,8 @@ stdout_logfile_backups=5
 command={v(celery_command)}
 directory={v(release_dir)}
 environment={env_line},C_FORCE_ROOT="1"
-autostart=true
+; started by the release machinery: a promotion starts the worker only once the release serves
+autostart=false
 autorestart=true
 startsecs=2
 ; a warm shutdown finishes the task in hand before the worker exits
@@ -106,22 +107,40 @@ def started_conf(release_dir: Path) -> Path:
     return release_dir / (layout.SUPERVISORD_CONF + ".started")
 
 
-def start_supervisor(release_dir: Path) -> str:
+def start_supervisor(release_dir: Path, app_only: bool = False) -> str:
+    """supervisord with the app and (unless app_only) the worker, waiting until they run."""
     conf, sock = paths(release_dir)
     if not conf.exists():
         raise supervisor.SupervisorError(f"{conf} is missing: run install_app first")
     started = supervisor.start(conf, sock)
     if started:
         started_conf(release_dir).write_text(conf.read_text())
-    else:
-        now_started = [name for name in (APP, CELERY) if supervisor.start_program(sock, name)]
-        return "supervisord was running; started " + (", ".join(now_started) or "nothing")
+    wait_running(release_dir, APP)
+    now_started = [APP] if started else []
+    if not app_only and supervisor.start_program(sock, CELERY):
+        now_started.append(CELERY)
+    if started:
+        return "supervisord started with " + " and ".join(now_started)
+    return "supervisord was running; started " + (", ".join(now_started) or "nothing")
+
+
+def wait_running(release_dir: Path, name: str, timeout: float = 60) -> None:
+    """Until supervisord counts the program as running; a program that keeps crashing
+    (FATAL) fails at once, with the end of its log."""
+    _, sock = paths(release_dir)
+    supervisor.start_program(sock, name)
     supervisor.wait(
-        lambda: all(p.state == "RUNNING" for p in supervisor.programs(sock)),
-        60,
-        "the app and celery to run",
+        lambda: program_state(sock, name) in ("RUNNING", "FATAL"), timeout, f"{name} to run"
     )
-    return "supervisord started with the app and celery"
+    if program_state(sock, name) == "FATAL":
+        log = APP if name == APP else CELERY
+        raise supervisor.SupervisorError(
+            f"{name} keeps exiting (FATAL); the end of its log:\n{tail(release_dir, log, 15)}"
+        )
+
+
+def program_state(sock: Path, name: str) -> str | None:
+    return next((p.state for p in supervisor.programs(sock) if p.name == name), None)
 
 
 def reload(release_dir: Path, wait_up_seconds: float | None = None) -> tuple[str, dict | None]:
@@ -178,6 +197,15 @@ def start_app(release_dir: Path) -> str:
     return f"{said}; it answers at {answer['url']} ({answer.get('status')})"
 
 
+def start_worker(release_dir: Path) -> str:
+    _, sock = paths(release_dir)
+    if not supervisor.answers(sock):
+        return start_supervisor(release_dir)
+    if supervisor.start_program(sock, CELERY):
+        return "worker started"
+    return "worker was running"
+
+
 def stop_worker(release_dir: Path) -> str:
     """A warm stop: the worker finishes the task in hand; queued tasks stay in the queue."""
     _, sock = paths(release_dir)
@@ -214,7 +242,12 @@ def wait_up(release_dir: Path, timeout: float) -> dict:
     url = f"http://127.0.0.1:{info['port']}/up"
     deadline = time.monotonic() + timeout
     answer = {"status": "no answer", "url": url}
+    sock = paths(release_dir)[1]
     while time.monotonic() < deadline:
+        if program_state(sock, APP) == "FATAL":
+            return dict(
+                answer, status="the app keeps exiting (FATAL)", log=tail(release_dir, APP, 15)
+            )
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 answer = dict(json.loads(response.read()), http=response.status, url=url)
@@ -248,10 +281,14 @@ def main(argv=None) -> int:
         "reload",
         "start-app",
         "stop-app",
+        "start-worker",
         "stop-worker",
         "status",
     ):
         sub.add_parser(name)
+    sub.choices["start-supervisor"].add_argument(
+        "--app-only", action="store_true", help="the worker stays stopped"
+    )
     reload_parser = sub.choices["reload"]
     reload_parser.add_argument("--wait-up", type=float, metavar="S", help="then wait for /up")
     wait = sub.add_parser("wait-up")
@@ -278,11 +315,14 @@ def main(argv=None) -> int:
                     print(json.dumps(answer))
                     return 0 if answer.get("http") == 200 else 3
                 return 0
+            if args.command == "start-supervisor":
+                print(start_supervisor(release_dir, app_only=args.app_only))
+                return 0
             action = {
-                "start-supervisor": start_supervisor,
                 "stop-supervisor": stop_supervisor,
                 "start-app": start_app,
                 "stop-app": stop_app,
+                "start-worker": start_worker,
                 "stop-worker": stop_worker,
             }[args.command]
             print(action(release_dir))
