@@ -82,10 +82,13 @@ def page_cache_tween_factory(handler, registry):
             response.body = body if request.method == "GET" else b""
             return response
         response = handler(request)
-        # Only complete answers without a session: a page that started one is not anonymous.
+        # Only complete answers without a session. A page that started one (an entry form with
+        # its CSRF token) is not anonymous, and its cookie is only added after the tweens, by a
+        # response callback: a callback still to run means the answer is not final.
         if (
             token is not None
             and response.status_int in (200, 404)
+            and not request.response_callbacks
             and "Set-Cookie" not in response.headers
         ):
             cache.put(key, token, response)

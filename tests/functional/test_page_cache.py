@@ -67,3 +67,18 @@ def test_head_requests_do_not_poison_the_cache(testapp, db):
     url = f"/brevets/LM/200/{brevet.url_date}"
     testapp.head(url)
     assert "Full Body" in testapp.get(url).text
+
+
+def test_two_new_visitors_each_get_a_form_they_can_send(testapp, db):
+    """The entry form carries the visitor's own CSRF token: it is never cached and shown to
+    the next visitor (whose sign-up would then be refused as an expired form)."""
+    brevet = make_brevet(db)
+    db.commit()
+    entry = f"/brevets/LM/200/{brevet.url_date}/entry"
+    forms = {}
+    for email in ("first@example.org", "second@example.org"):  # both open the form first
+        forms[email] = webtest.TestApp(testapp.app).get(entry).forms[0]
+    for email, form in forms.items():
+        form["email"], form["first_name"], form["last_name"] = email, "Ada", "Lovelace"
+        form["bike_type"] = "single"
+        assert form.submit(expect_errors=True).status_int == 302, email
