@@ -1,0 +1,525 @@
+"""Sanitising a copy of production's database so that staging can never reach a real rider.
+
+`fab sync_staging` copies production's database into the staging release, migrates it to the
+release's head and then runs `sanitize` on it (or `python -m app.sanitize staging.ini ...`, below):
+
+- every address (riders, organizers, wranglers, the site's configured addresses) goes to a sink
+  domain that cannot deliver (see `sink_address`), one sink address per original address, so
+  duplicate sign-ups are still found and a wrangler still recognises their own login;
+- links to the production domain point at the staging domain;
+- every wrangler's password becomes the staging password, and the events' secret uuids (the
+  organizers' links) are replaced, so production's secret links do not work on staging;
+- the outbox is emptied: nothing copied from production is ever sent.
+
+What happens to each column is declared once, in RULES. A column with no rule whose name or type
+says it may hold personal data is reported by `uncovered_columns` (a test fails on any), so a new
+model column cannot slip through unnoticed. As a safety net every text column, ruled or not, is
+scrubbed (addresses to the sink, production links to staging), and `sanitize` ends by scanning
+every text column of every table in the database and refuses (SanitizeError) if anything is left.
+
+Sessions are signed cookies checked with each release's own session secret, and the page cache's
+token is replaced below, so nothing else of production's carries over.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Column, MetaData, String, Table, Text, bindparam, inspect, select, text
+from sqlalchemy.sql import column as sql_column
+from sqlalchemy.sql import table as sql_table
+
+# RFC 2606: .invalid can never resolve, so mail to it cannot reach anyone.
+DEFAULT_SINK_DOMAIN = "sink.invalid"
+RESERVED_TOP_LEVEL = ("invalid", "localhost", "test", "example")
+RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
+# A local part is at most 64 characters (RFC 5321).
+MAX_LOCAL_PART = 64
+DIGEST_LENGTH = 10
+BATCH = 2000
+
+
+class SanitizeError(RuntimeError):
+    """The database cannot be sanitised, or something personal was left after sanitising."""
+
+
+@dataclass(frozen=True)
+class Options:
+    sink_domain: str
+    production_domain: str
+    staging_domain: str
+    password_hash: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What sanitising does to one column, and why. `rewrite` maps a non-null value to its
+    sanitised value; the value is left as it is (apart from the scrub) when it is None."""
+
+    action: str
+    reason: str
+    rewrite: Callable[[str, Options], str] | None = None
+
+
+# --- Addresses and links --------------------------------------------------------------------
+
+# An address inside free text or a link. Deliberately loose on the local part's start (it may
+# catch only the tail of an odd one): what matters is that the domain after "@" is caught.
+ADDRESS = r"[\w.%+'-]+@[\w-]+(?:\.[\w-]+)*"
+ADDRESS_RE = re.compile(ADDRESS)
+
+
+def host_pattern(domain: str) -> str:
+    """`domain` as a whole hostname: not a part of a longer one, so staging.example.org is not
+    example.org, and example.org.evil.com is not either."""
+    return rf"(?<![\w.-]){re.escape(domain)}(?![\w-]|\.[\w-])"
+
+
+def in_domain(address_domain: str, domain: str) -> bool:
+    address_domain, domain = address_domain.lower(), domain.lower()
+    return address_domain == domain or address_domain.endswith("." + domain)
+
+
+def is_sink_address(address: str, sink_domain: str) -> bool:
+    local, at, domain = address.strip().rpartition("@")
+    return bool(at and local) and in_domain(domain, sink_domain)
+
+
+def sink_address(address: str, sink_domain: str = DEFAULT_SINK_DOMAIN) -> str:
+    """ada@example.org -> ada.example.org.<10 hex digits>@sink.invalid.
+
+    Deterministic, and the digest (of the lower-cased address) keeps addresses that differ only
+    in punctuation apart; the readable part lets staging's users see whose address it was.
+    Addresses already at the sink stay as they are, so sanitising twice changes nothing."""
+    address = address.strip()
+    if is_sink_address(address, sink_domain):
+        return address
+    normalized = address.lower()
+    digest = hashlib.sha256(normalized.encode()).hexdigest()[:DIGEST_LENGTH]
+    readable = re.sub(r"[^a-z0-9]+", ".", normalized).strip(".")
+    readable = readable[: MAX_LOCAL_PART - DIGEST_LENGTH - 1].rstrip(".")
+    local = f"{readable}.{digest}" if readable else digest
+    return f"{local}@{sink_domain}"
+
+
+def sink_address_list(value: str, options: Options) -> str:
+    """'a@x, b@y' -> 'a.x.<hash>@sink, b.y.<hash>@sink' (organizer_email holds lists)."""
+    addresses = [a.strip() for a in re.split(r"[,;]", value) if a.strip()]
+    return ", ".join(sink_address(a, options.sink_domain) for a in addresses)
+
+
+def scrub(value: str, options: Options) -> str:
+    """Free text or a link: addresses in it go to the sink, the production hostname becomes the
+    staging one. A value with neither comes back unchanged."""
+    if "@" not in value and options.production_domain not in value.lower():
+        return value
+    pattern = re.compile(
+        rf"(?P<address>{ADDRESS})|(?P<host>{host_pattern(options.production_domain)})",
+        re.IGNORECASE,
+    )
+
+    def replace(match: re.Match) -> str:
+        if match.group("address"):
+            return sink_address(match.group("address"), options.sink_domain)
+        return options.staging_domain
+
+    return pattern.sub(replace, value)
+
+
+def _staging_password(_value: str, options: Options) -> str:
+    return options.password_hash
+
+
+def _new_secret(_value: str, _options: Options) -> str:
+    return str(uuid.uuid4())
+
+
+# --- The rules --------------------------------------------------------------------------------
+
+
+def to_sink(reason: str) -> Rule:
+    """The column holds an address or a comma separated list of them."""
+    return Rule("sink addresses", reason, sink_address_list)
+
+
+def staging_links(reason: str) -> Rule:
+    """The column holds a link: production's hostname becomes staging's."""
+    return Rule("staging links", reason, scrub)
+
+
+def scrubbed(reason: str) -> Rule:
+    """Free text: addresses in it go to the sink, links to production go to staging."""
+    return Rule("scrub", reason, scrub)
+
+
+def staging_password(reason: str) -> Rule:
+    return Rule("staging password", reason, _staging_password)
+
+
+def regenerated(reason: str) -> Rule:
+    """A secret or token: replaced by a new random uuid."""
+    return Rule("regenerate", reason, _new_secret)
+
+
+def kept(reason: str) -> Rule:
+    """Personal data left as it is, on purpose (the safety scrub still applies)."""
+    return Rule("keep", reason)
+
+
+def not_personal(reason: str) -> Rule:
+    """A column whose name looks personal but whose content is not (the scrub still applies)."""
+    return Rule("not personal", reason)
+
+
+EVENT_RULES = {
+    "organizer_email": to_sink("organizers' addresses, comma separated"),
+    "uuid": regenerated("the secret part of the organizer's links, sent by email from production"),
+    "start_map_url": staging_links("a link an organizer typed in"),
+}
+RIDER_RULES = {
+    "email": to_sink("the rider's address"),
+    "first_name": kept("public on the event pages already; staging should look like production"),
+    "last_name": kept("public on the event pages already; staging should look like production"),
+    "comment": scrubbed("free text from the rider: may hold an address or a link"),
+}
+
+# table -> column -> rule. Tables emptied by sanitising are in EMPTIED below.
+RULES: dict[str, dict[str, Rule]] = {
+    "brevets": {
+        **EVENT_RULES,
+        "route_name": not_personal("the route's public name"),
+        "info_question": scrubbed("the organizer's question to riders: may hold a link"),
+    },
+    "populaires": {
+        **EVENT_RULES,
+        "event_name": not_personal("the event's public name"),
+        "short_name": not_personal("the event's public short name, used in its URL"),
+        "entry_form_url": staging_links("a link an organizer typed in"),
+    },
+    "brevet_riders": {
+        **RIDER_RULES,
+        "info_answer": scrubbed("free text from the rider: may hold an address or a link"),
+        "member_status": kept("the club's membership answer; needed to try the rider lists"),
+    },
+    "populaire_riders": RIDER_RULES,
+    "wranglers": {
+        "email": to_sink("the wrangler's login and address"),
+        "password_hash": staging_password("production's passwords must not open staging"),
+    },
+    "email_addresses": {
+        "key": not_personal("the name of a configured address, e.g. admin_email"),
+        "email": to_sink("the site's configured addresses (admin, sender, webmaster)"),
+    },
+    "links": {
+        "key": not_personal("the name of a configured link, e.g. results_link"),
+        "url": staging_links("the site's configured links"),
+    },
+    "page_generation": {
+        "token": regenerated("no page cached from production's database may match"),
+    },
+}
+# table -> why all its rows go.
+EMPTIED: dict[str, str] = {
+    "outbound_emails": "production's outbox: real recipients, bodies with secret links; "
+    "a row left unsent would be sent from staging",
+}
+
+# Column names that suggest personal data, contact details, links or secrets. Text (unbounded
+# free text) columns count too, whatever their name.
+PERSONAL_LOOKING = re.compile(
+    r"mail|addr|name|comment|phone|mobile|contact|note|question|answer|birth|passw|hash|token"
+    r"|secret|session|uuid|url|link|reply|(^|_)(ip|key)(_|$)",
+    re.IGNORECASE,
+)
+
+
+def looks_personal(column: Column) -> bool:
+    return bool(PERSONAL_LOOKING.search(column.name)) or isinstance(column.type, Text)
+
+
+def rule_for(table: str, column: str) -> Rule | None:
+    return RULES.get(table, {}).get(column)
+
+
+def uncovered_columns(metadata: MetaData | None = None) -> list[str]:
+    """'table.column' for each column that looks personal and has no rule (not in an emptied
+    table). Declare such a column in RULES: with a rule, or `kept` / `not_personal` and why."""
+    metadata = metadata if metadata is not None else _app_metadata()
+    return sorted(
+        f"{table.name}.{column.name}"
+        for table in metadata.sorted_tables
+        if table.name not in EMPTIED
+        for column in table.columns
+        if looks_personal(column) and rule_for(table.name, column.name) is None
+    )
+
+
+def stale_rules(metadata: MetaData | None = None) -> list[str]:
+    """Rules naming a table or column the models no longer have."""
+    metadata = metadata if metadata is not None else _app_metadata()
+    stale = [name for name in EMPTIED if name not in metadata.tables]
+    for table_name, columns in RULES.items():
+        table = metadata.tables.get(table_name)
+        stale += [
+            f"{table_name}.{name}" for name in columns if table is None or name not in table.c
+        ]
+    return stale
+
+
+def describe_rules(metadata: MetaData | None = None) -> list[tuple[str, str, str]]:
+    """(table.column, action, reason) for every column of the models: the coverage at a glance."""
+    metadata = metadata if metadata is not None else _app_metadata()
+    rows = []
+    for table in metadata.sorted_tables:
+        for column in table.columns:
+            name = f"{table.name}.{column.name}"
+            if table.name in EMPTIED:
+                rows.append((name, "emptied", EMPTIED[table.name]))
+            elif (rule := rule_for(table.name, column.name)) is not None:
+                rows.append((name, rule.action, rule.reason))
+            elif isinstance(column.type, String):
+                rows.append((name, "scrub", "any text column: the safety net"))
+            else:
+                rows.append((name, "keep", "not text"))
+    return rows
+
+
+def _app_metadata() -> MetaData:
+    from .models import metadata
+
+    return metadata
+
+
+# --- Sanitising -------------------------------------------------------------------------------
+
+
+def sanitize(
+    connection,
+    *,
+    sink_domain: str = DEFAULT_SINK_DOMAIN,
+    production_domain: str,
+    staging_domain: str,
+    wrangler_password: str,
+) -> dict[str, int]:
+    """Sanitise the database behind `connection` (a SQLAlchemy Connection) in its transaction;
+    the caller commits: `with engine.begin() as connection: sanitize(connection, ...)`.
+
+    The database must be at this code's alembic head. Returns the rows changed (or, for the
+    outbox, deleted) per table. Running it again is harmless. Raises SanitizeError, before
+    anything is committed, when anything personal or production's would be left."""
+    options = _options(sink_domain, production_domain, staging_domain, wrangler_password)
+    _check_revision(connection)
+    metadata = _app_metadata()
+    counts = {}
+    for table in metadata.sorted_tables:
+        if table.name in EMPTIED:
+            counts[table.name] = connection.execute(table.delete()).rowcount
+        else:
+            counts[table.name] = _sanitize_table(connection, table, options)
+    leaks = find_leaks(
+        connection, sink_domain=options.sink_domain, production_domain=options.production_domain
+    )
+    if leaks:
+        raise SanitizeError("left after sanitising: " + "; ".join(map(str, leaks)))
+    return counts
+
+
+def _options(sink_domain, production_domain, staging_domain, wrangler_password) -> Options:
+    sink_domain = sink_domain.strip().lower()
+    production_domain = production_domain.strip().lower()
+    staging_domain = staging_domain.strip().lower()
+    if not is_reserved_domain(sink_domain):
+        raise ValueError(
+            f"sink domain {sink_domain!r} is not reserved (RFC 2606): "
+            f"use one under .{', .'.join(RESERVED_TOP_LEVEL)} or {', '.join(RESERVED_DOMAINS)}"
+        )
+    if not production_domain or not staging_domain or production_domain == staging_domain:
+        raise ValueError("production and staging domains must be given and differ")
+    if len(wrangler_password) < 8:
+        raise ValueError("the staging wrangler password needs at least 8 characters")
+    return Options(sink_domain, production_domain, staging_domain, _hash(wrangler_password))
+
+
+def is_reserved_domain(domain: str) -> bool:
+    labels = domain.lower().split(".")
+    return labels[-1] in RESERVED_TOP_LEVEL or any(
+        in_domain(domain, reserved) for reserved in RESERVED_DOMAINS
+    )
+
+
+def _hash(password: str) -> str:
+    """The app's own hashing, so the wrangler logs in through the usual check."""
+    from .models import Wrangler
+
+    wrangler = Wrangler()
+    wrangler.set_password(password)
+    return wrangler.password_hash
+
+
+def _check_revision(connection) -> None:
+    from .migrations import code_heads
+
+    revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    if (revision,) != code_heads():
+        raise SanitizeError(
+            f"the database is at revision {revision}, this code's head is "
+            f"{', '.join(code_heads())}: migrate it first, the rules follow the models"
+        )
+
+
+def _sanitize_table(connection, table: Table, options: Options) -> int:
+    """Rewrite the table's ruled and text columns in batches of rows; returns rows changed."""
+    rewrites = {}
+    for column in table.columns:
+        rule = rule_for(table.name, column.name)
+        if rule is not None and rule.rewrite is not None:
+            rewrites[column.name] = rule.rewrite
+        elif isinstance(column.type, String):
+            rewrites[column.name] = scrub
+    if not rewrites:
+        return 0
+    [key] = table.primary_key.columns
+    statement = (
+        table.update()
+        .where(key == bindparam("old_key"))
+        .values({name: bindparam(f"new_{name}") for name in rewrites})
+    )
+    changed, last = 0, None
+    while True:
+        query = select(key, *(table.c[name] for name in rewrites)).order_by(key).limit(BATCH)
+        if last is not None:
+            query = query.where(key > last)
+        rows = connection.execute(query).all()
+        if not rows:
+            return changed
+        updates = []
+        for row in rows:
+            old = row._mapping
+            new = {
+                name: (rewrite(old[name], options) if old[name] is not None else None)
+                for name, rewrite in rewrites.items()
+            }
+            if any(new[name] != old[name] for name in rewrites):
+                updates.append(
+                    {"old_key": row[0], **{f"new_{name}": new[name] for name in rewrites}}
+                )
+        if updates:
+            connection.execute(statement, updates)
+            changed += len(updates)
+        last = rows[-1][0]
+
+
+# --- Checking what is left --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Leak:
+    table: str
+    column: str
+    what: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.table}.{self.column}: {self.what} in {self.value[:80]!r}"
+
+
+def find_leaks(
+    connection, *, sink_domain: str = DEFAULT_SINK_DOMAIN, production_domain: str, limit=20
+) -> list[Leak]:
+    """Addresses outside the sink and the production hostname, in every text column of every
+    table of the database (not only the models' tables)."""
+    host_re = re.compile(host_pattern(production_domain.lower()), re.IGNORECASE)
+    leaks = []
+    inspector = inspect(connection)
+    for table_name in inspector.get_table_names():
+        for info in inspector.get_columns(table_name):
+            if not isinstance(info["type"], String):
+                continue
+            name = info["name"]
+            col = sql_column(name)
+            query = select(col).select_from(sql_table(table_name, col))
+            query = query.where(col.contains("@") | col.contains(production_domain.lower()))
+            for (value,) in connection.execute(query):
+                leaks += _leaks_in(table_name, name, str(value), sink_domain, host_re)
+                if len(leaks) >= limit:
+                    return leaks[:limit]
+    return leaks
+
+
+def _leaks_in(table, column, value, sink_domain, host_re) -> list[Leak]:
+    found = [
+        Leak(table, column, "an address outside the sink", value)
+        for match in ADDRESS_RE.finditer(value)
+        if not is_sink_address(match.group(), sink_domain)
+    ]
+    if host_re.search(value):
+        found.append(Leak(table, column, "the production hostname", value))
+    return found
+
+
+# --- Command line -----------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    """python -m app.sanitize staging.ini --production-domain D --staging-domain D
+
+    Sanitises the database of a staging ini (never a production one) in one transaction, then
+    VACUUMs it so no old value survives in free pages. The staging wrangler password comes from
+    RANDOPONY_WRANGLER_PASSWORD (never the command line); the sink domain is the first of the
+    ini's mail.only_to_domains, the domains its mail guard lets through. Prints the counts as
+    JSON."""
+    from pyramid.paster import get_appsettings
+
+    from . import settings as app_settings
+    from .mail import allowed_domains
+    from .models import get_engine
+
+    parser = argparse.ArgumentParser(prog="python -m app.sanitize", description=main.__doc__)
+    parser.add_argument("config_uri", help="the staging release's ini, e.g. staging.ini")
+    parser.add_argument("--production-domain", required=True)
+    parser.add_argument("--staging-domain", required=True)
+    args = parser.parse_args(argv)
+    settings = app_settings.load(get_appsettings(args.config_uri))
+    if settings["production_deployment"]:
+        print(f"{args.config_uri} is a production ini: refusing to sanitise", file=sys.stderr)
+        return 2
+    password = os.environ.get("RANDOPONY_WRANGLER_PASSWORD", "")
+    engine = get_engine(settings)
+    try:
+        with engine.begin() as connection:
+            counts = sanitize(
+                connection,
+                sink_domain=(allowed_domains(settings) or [DEFAULT_SINK_DOMAIN])[0],
+                production_domain=args.production_domain,
+                staging_domain=args.staging_domain,
+                wrangler_password=password,
+            )
+        if engine.dialect.name == "sqlite":
+            _vacuum(engine)
+    except (SanitizeError, ValueError) as error:
+        print(f"sanitize: {error}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    print(json.dumps(counts, sort_keys=True))
+    return 0
+
+
+def _vacuum(engine) -> None:
+    """Rewrite the file: deleted and overwritten values no longer linger in free pages. On the
+    raw connection, outside any transaction (the engine's begin hook would start one)."""
+    raw = engine.raw_connection()
+    try:
+        raw.driver_connection.execute("VACUUM")
+    finally:
+        raw.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
