@@ -6,6 +6,7 @@ else has to run.
 
 import logging
 import sqlite3
+import time
 
 from celery import Celery
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
@@ -43,6 +44,33 @@ def configure(settings: dict) -> None:
     _use_wal(broker_url)
     state.clear()
     state["settings"] = settings
+
+
+def stop_promptly() -> None:
+    """Make a warm shutdown start at once. Celery's blocking loop (the one a polling transport
+    gets) waits up to 2 s in drain_events before it looks for a shutdown request, which adds
+    seconds to every deploy and promotion. The wait is cut into short slices, and a slice that
+    ends with a shutdown requested ends the wait."""
+    from celery.worker import state as worker_state
+
+    drain = kombu_sqlalchemy.Transport.drain_events
+    if getattr(drain, "stops_promptly", False):
+        return
+
+    def drain_events(self, connection, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                return drain(self, connection, timeout=0.2)
+            except TimeoutError:
+                stopping = (worker_state.should_stop, worker_state.should_terminate)
+                if stopping != (None, None):
+                    raise
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+
+    drain_events.stops_promptly = True
+    kombu_sqlalchemy.Transport.drain_events = drain_events
 
 
 def _forget_broker_connections() -> None:

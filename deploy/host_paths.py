@@ -6,6 +6,10 @@ from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 
+# Where the local host's panel and router listen unless told otherwise.
+DEFAULT_PANEL = ("127.0.0.1", 8090)
+DEFAULT_ROUTER = ("127.0.0.1", 8080)
+
 
 def default_root() -> Path:
     """The embedded host for local use lives in the checkout."""

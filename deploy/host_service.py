@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from deploy import host_paths, supervisor
-from deploy.hosting import DEFAULT_PANEL, DEFAULT_ROUTER
+from deploy.host_paths import DEFAULT_PANEL, DEFAULT_ROUTER
 
 PROGRAM = "host"
 
@@ -33,6 +33,9 @@ class HostConfig:
     wait_limit: float = 10.0
     # For a developer's machine: an SMTP sink that keeps every mail the releases send.
     mail_port: int | None = None
+    # The ports the panel gives apps ("FIRST-LAST"); None: the panel's default. Two hosts on
+    # one machine (a developer's and a test's) need ranges of their own.
+    app_ports: str | None = None
 
     @property
     def panel_url(self) -> str:
@@ -67,6 +70,7 @@ def host_up(
     wait_limit: float = 10.0,
     timeout: float = 30.0,
     mail_port: int | None = None,
+    app_ports: str | None = None,
 ) -> HostStatus:
     """Start supervisord and the host under it (or keep them running); wait until both answer."""
     root = _root(root)
@@ -76,6 +80,7 @@ def host_up(
         ("127.0.0.1", router_port),
         wait_limit=wait_limit,
         mail_port=mail_port,
+        app_ports=app_ports,
     )
     folder = host_paths.supervisor_dir(root)
     socket_path = folder / "supervisor.sock"
@@ -188,6 +193,7 @@ def _read_config(root: Path) -> HostConfig:
         tuple(data["router"]),
         data["wait_limit"],
         data.get("mail_port"),
+        data.get("app_ports"),
     )
 
 
@@ -207,6 +213,7 @@ def _supervisord_conf(config: HostConfig, socket_path: Path) -> str:
             f"{config.router[0]}:{config.router[1]}",
             "--wait-limit",
             str(config.wait_limit),
+            *(["--app-ports", config.app_ports] if config.app_ports else []),
         ]
     )
 

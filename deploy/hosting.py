@@ -22,6 +22,7 @@ import uvloop
 from aiohttp import web
 
 from deploy import host_paths
+from deploy.host_paths import DEFAULT_PANEL, DEFAULT_ROUTER
 from deploy.panel import LoginThrottle, Panel
 from deploy.panel_store import PanelError, PanelStore
 from deploy.router import Router
@@ -29,8 +30,6 @@ from deploy.routing_table import RoutingTable
 
 log = logging.getLogger("deploy.hosting")
 
-DEFAULT_PANEL = ("127.0.0.1", 8090)
-DEFAULT_ROUTER = ("127.0.0.1", 8080)
 DEFAULT_APP_PORTS = range(20000, 30000)
 
 

@@ -212,15 +212,18 @@ def _db_copy(p: Promotion, name: str, *options: str, run_in: PurePosixPath | Non
     the new release's code unless `run_in` names another release."""
     python = str((run_in or p.new_dir) / layout.ENV / "bin" / "python")
     source, destination = str(p.old_dir / name), str(p.new_dir / name)
-    answer = p.host.run([python, "-m", "deploy.db_copy", source, destination, *options])
+    # Run from the release's directory: `-m` imports from the working directory first.
+    answer = p.host.run(
+        [python, "-m", "deploy.db_copy", source, destination, *options], cwd=run_in or p.new_dir
+    )
     return json.loads(answer.stdout.strip().splitlines()[-1])
 
 
-def precopy_databases(p: Promotion) -> None:
+def precopy_databases(p: Promotion, run_in: PurePosixPath | None = None) -> None:
     """The bulk of the data, before writes are held, so the hold copies only what changed."""
     for name in DB_NAMES:
         if p.host.exists(p.old_dir / name):
-            copied = _db_copy(p, name, "--precopy")
+            copied = _db_copy(p, name, "--precopy", run_in=run_in)
             p.target.echo(
                 f"  {name}: {copied.get('bytes_copied', 0) / 1e6:.1f} MB ahead of the hold"
             )
@@ -404,6 +407,11 @@ def stop_previous_release(p: Promotion) -> None:
     p.target.echo("  " + runtime(p.host, p.new_dir, "stop-supervisor").stdout.strip())
 
 
+def precopy_back(p: Promotion) -> None:
+    """The bulk of the current data, before writes are held (by the current release's code)."""
+    precopy_databases(p, run_in=p.old_dir)
+
+
 def copy_back(p: Promotion) -> None:
     """The current data into the previous release, copied by the newer (current) release's code."""
     copy_databases(p, run_in=p.old_dir)
@@ -481,6 +489,18 @@ def record_rollback(p: Promotion) -> None:
 
 ROLLBACK_STEPS = (
     Step(
+        "stop_previous_release",
+        "makes sure nothing has the previous release's database open",
+        stop_previous_release,
+        switched,
+    ),
+    Step(
+        "precopy_back",
+        "copies the bulk of the current data ahead of the hold (no lock)",
+        precopy_back,
+        switched,
+    ),
+    Step(
         "stop_current_worker",
         "the current worker finishes its task and stops; mail queues",
         stop_old_worker,
@@ -490,12 +510,6 @@ ROLLBACK_STEPS = (
         "hold_writes",
         "the router holds writes to production (reads go on)",
         hold_writes,
-        switched,
-    ),
-    Step(
-        "stop_previous_release",
-        "makes sure nothing has the previous release's database open",
-        stop_previous_release,
         switched,
     ),
     Step(
@@ -762,7 +776,7 @@ def _crash_point(p: Promotion, name: str) -> None:
     """Fault injection for the tests: a kill -9 at this step boundary ("promote:hold_writes",
     "rollback:copy_back"; a bare step name means the promotion's)."""
     wanted = os.environ.get(CRASH_AFTER)
-    if wanted in (f"{p.kind}:{name}", name if p.kind == "promote" else None):
+    if wanted and wanted in (f"{p.kind}:{name}", name if p.kind == "promote" else None):
         os._exit(9)
 
 
@@ -782,7 +796,11 @@ def rollback(
         with hosting_session(target, host, password) as api:
             state = _interrupted(host)
             roles = records.read_roles(host)
-            _check_production(target, roles.get("production"))
+            if state is None:
+                _check_production(target, roles.get("production"))
+            elif state.get("kind", "promote") == "promote":
+                # Undoing it: production is what it was before that promotion.
+                _check_production(target, state["old"])
             if state and state.get("kind") == "rollback":
                 if not resume:
                     raise TargetError(

@@ -85,7 +85,7 @@ environment={env_line},C_FORCE_ROOT="1"
 ; started by the release machinery: a promotion starts the worker only once the release serves
 autostart=false
 autorestart=true
-startsecs=2
+startsecs=1
 ; a warm shutdown finishes the task in hand before the worker exits
 stopsignal=TERM
 stopwaitsecs=60
@@ -251,7 +251,14 @@ def wait_up(release_dir: Path, timeout: float) -> dict:
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 answer = dict(json.loads(response.read()), http=response.status, url=url)
+            # Another program on the port (a release left running) must not pass for this one.
+            if answer.get("release") in (info.get("release"), None):
                 return answer
+            answer = dict(
+                answer,
+                http=None,
+                status=f"port {info['port']} answered by another release ({answer.get('release')})",
+            )
         except urllib.error.HTTPError as error:
             answer = dict(json.loads(error.read() or b"{}"), http=error.code, url=url)
         except (OSError, ValueError) as error:

@@ -97,6 +97,7 @@ def init_staging_app(target: Target, host: Host, journal, password: str | None =
         ):
             app = api.app(name) or api.create_app(name, "custom_app_with_port", False, "", False)
             ip = (api.list_ips() or ["127.0.0.1"])[0]
+            take_staging_domain(target, host, api, ip)
             site = api.website(name)
             definition = (name, ip, False, [target.staging_domain], [(name, "/")])
             if site is None:
@@ -119,6 +120,42 @@ def init_staging_app(target: Target, host: Host, journal, password: str | None =
             roles["staging"] = target.staging_release
             records.write_roles(host, roles)
     target.echo(f"  app {name} on port {app.port}, website for http://{target.staging_domain}/")
+
+
+def take_staging_domain(target: Target, host: Host, api, ip: str) -> None:
+    """A new staging release replaces the one before it: the staging domain leaves that
+    release's website, and that release stops (its directory stays, for cleanup_releases)."""
+    name = target.webapp(target.staging_release)
+    holder = next(
+        (
+            site
+            for site in api.list_websites()
+            if target.staging_domain in site.subdomains and site.name != name
+        ),
+        None,
+    )
+    if holder is None:
+        return
+    roles = records.read_roles(host)
+    if roles["production"] and holder.name == target.webapp(roles["production"]):
+        raise DeployError(
+            f"{target.staging_domain} is a domain of production's website {holder.name}: "
+            "choose another staging_domain"
+        )
+    rest = [domain for domain in holder.subdomains if domain != target.staging_domain]
+    api.update_website(holder.name, ip, False, rest, list(holder.website_apps))
+    said = f"  {target.staging_domain} moves from {holder.name}"
+    previous = roles["staging"]
+    if previous and holder.name == target.webapp(previous):
+        directory = layout.release_dir(host.root, target.app_name, previous)
+        if host.exists(directory / layout.ENV / "bin" / "python"):
+            runtime(host, directory, "stop-supervisor")
+        info = read_release_json(host, directory)
+        if info:
+            info["domain"] = None
+            host.write_text(directory / layout.RELEASE_JSON, json.dumps(info, indent=2) + "\n")
+        said += f"; staging release {previous} stopped"
+    target.echo(said)
 
 
 def rsync_code(target: Target, host: Host, journal) -> None:
@@ -314,7 +351,9 @@ def runtime(host: Host, directory: PurePosixPath, *command: str, check: bool = T
     if not host.exists(python):
         raise DeployError(f"{directory} is not installed (no {python}): run install_app")
     return host.run(
-        [str(python), "-m", "deploy.release_runtime", str(directory), *command], check=check
+        [str(python), "-m", "deploy.release_runtime", str(directory), *command],
+        check=check,
+        cwd=directory,  # `-m` imports from the working directory first: the release's own code
     )
 
 
@@ -347,9 +386,9 @@ def init_staging(
             records.record_event(
                 host, "init_staging", release=target.staging_release, revision=code_revision(target)
             )
+        return staging_address(target, host)
     finally:
         host.close()
-    return staging_address(target)
 
 
 def deploy_staging(target: Target) -> str:
@@ -368,19 +407,21 @@ def deploy_staging(target: Target) -> str:
                 release=target.staging_release,
                 revision=code_revision(target),
             )
+        return staging_address(target, host)
     finally:
         host.close()
-    return staging_address(target)
 
 
-def staging_address(target: Target) -> str:
-    return f"http://{target.staging_domain}:{router_port(target)}/"
+def staging_address(target: Target, host: Host | None = None) -> str:
+    return f"http://{target.staging_domain}:{router_port(target, host)}/"
 
 
-def router_port(target: Target) -> int:
-    # The local host's router listens on 8080 unless host_up was told otherwise.
-    saved = PurePosixPath(target.host_root) / "supervisor" / "host.json"
+def router_port(target: Target, host: Host | None = None) -> int:
+    """The port the host's router listens on, as host_up saved it on the host; 8080 (the
+    local host's default) when it is not known. A real server's front end may differ."""
+    path = PurePosixPath(target.host_root) / "supervisor" / "host.json"
     try:
-        return json.loads(open(saved).read())["router"][1]
-    except (OSError, ValueError, KeyError):
+        text = host.read_text(path) if host is not None else open(path).read()
+        return json.loads(text or "")["router"][1]
+    except (OSError, ValueError, KeyError, HostError):
         return 8080

@@ -5,7 +5,7 @@ import sys
 from pyramid.paster import get_appsettings, setup_logging
 
 from .. import settings as app_settings
-from ..worker import celery, configure
+from ..worker import celery, configure, stop_promptly
 
 
 def main(argv=None) -> None:
@@ -16,6 +16,7 @@ def main(argv=None) -> None:
     setup_logging(ini)
     settings = app_settings.load(get_appsettings(ini))
     configure(settings)
+    stop_promptly()
     import app.tasks  # noqa: F401  (registers the tasks and the worker_ready hook)
 
     # Threads, not celery's default prefork pool: the tasks wait on SMTP and small files, and

@@ -5,6 +5,7 @@ server lives in tests/sshd.py so other suites can use it too."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -142,7 +143,12 @@ def local_host(mailbox):
     try:
         # Held writes may wait 30 s here (10 s by default): a loaded CI machine must not turn
         # a slow promotion into failed requests that a real host would not see.
-        host_service.host_up(root, panel_port, router_port, wait_limit=30)
+        # Apps get ports of this host's own: another host on the machine (a developer's, a
+        # benchmark's) must not hand out the same ones.
+        first = random.randrange(21000, 32000, 100)
+        host_service.host_up(
+            root, panel_port, router_port, wait_limit=30, app_ports=f"{first}-{first + 99}"
+        )
         yield LocalHostFixture(root, panel_port, router_port, checkout, env)
     finally:
         stop_release_supervisors(root)

@@ -52,10 +52,10 @@ class LoopingClient(threading.Thread):
     """GETs and (unless reads_only) sign-up POSTs in a loop until stopped; counts every
     failure."""
 
-    def __init__(self, host, event, prefix, reads_only=False):
+    def __init__(self, host, event, prefix, reads_only=False, pause=0.0):
         super().__init__(daemon=True)
         self.rider, self.event, self.prefix = Rider(host), event, prefix
-        self.reads_only = reads_only
+        self.reads_only, self.pause = reads_only, pause
         self.stop = threading.Event()
         self.failures, self.signed_up, self.requests = [], [], 0
 
@@ -70,7 +70,7 @@ class LoopingClient(threading.Thread):
                     self.requests += 1
                     if page.status_code != 200:
                         self.failures.append(("GET", page.status_code))
-                    time.sleep(0.05)
+                    time.sleep(max(self.pause, 0.05))
                     continue
                 answer = self.rider.sign_up(self.event, email)
                 self.requests += 3
@@ -80,6 +80,7 @@ class LoopingClient(threading.Thread):
                     self.signed_up.append(email)
                 else:
                     self.failures.append(("POST", answer.status_code, email, said(answer.text)))
+                time.sleep(self.pause)
             except requests.RequestException as error:
                 self.failures.append(("error", str(error)))
 

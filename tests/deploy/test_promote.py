@@ -1,17 +1,27 @@
-"""Promoting staging to production on a real local host, under a client that keeps reading and
-signing up through the router: no failed request, every registration kept exactly once, the
-database carried forward and migrated, the old release stopped."""
+"""Promoting staging to production on a real local host (panel, router, releases under their
+own supervisord), under clients that keep reading and signing up through the router.
 
+In order, on one host: a first promotion; a second one under load with a migration; refusals; a
+rollback under load; a promotion killed (kill -9, as `os._exit`) at every step boundary and
+finished by `--resume`; killed at each boundary before the domain moves and undone by
+`fab rollback_production`; killed at each boundary after it and rolled back, the rollback itself
+killed and resumed; a failing migration and a release failing its health check, undone on the
+spot. Production serves all along and no registration is lost."""
+
+import itertools
 import json
+import re
 import sqlite3
 import time
+from types import SimpleNamespace
 
 import pytest
 
-from deploy import supervisor
-from tests.deploy.riders import LoopingClient, Rider, riders_in
+from deploy import promote, supervisor
+from tests.deploy.riders import STAGING, LoopingClient, Rider, held_writes_only, riders_in
 
 R1, R2 = "webapps/randopony2026r1", "webapps/randopony2026r2"
+CRASH = "RANDOPONY_TEST_CRASH_AFTER_STEP"
 
 MIGRATION = '''"""Test migration: riders get an emergency phone.
 
@@ -39,24 +49,118 @@ def downgrade() -> None:
 '''
 
 
+def releases(staging, production):
+    return dict(RANDOPONY_STAGING_RELEASE=staging, RANDOPONY_PRODUCTION_RELEASE=production)
+
+
+def step_names(steps, **state):
+    """The steps that apply to a run in the given state, in order."""
+    p = SimpleNamespace(**{"new": "2026r9", "old": "2026r8", "undo": None, **state})
+    return [step.name for step in steps if step.applies(p)]
+
+
+PROMOTION = step_names(promote.STEPS)
+BEFORE_SWITCH = PROMOTION[: PROMOTION.index("switch_domain")]
+AFTER_SWITCH = PROMOTION[PROMOTION.index("switch_domain") :]
+FULL_ROLLBACK = step_names(promote.ROLLBACK_STEPS)
+UNDO = step_names(promote.ROLLBACK_STEPS, undo=["stop_staging"])
+
+
+def release_db(host, release):
+    return host.root / f"webapps/randopony{release}/RandoPony-production.sqlite"
+
+
+def state_file(host):
+    return host.root / "deploy/promotion.json"
+
+
+def roles(host):
+    return json.loads((host.root / "deploy/roles.json").read_text())
+
+
+def serving(host, domain=None):
+    rider = Rider(host) if domain is None else Rider(host, domain)
+    answer = rider.get("/up")
+    assert answer.status_code == 200, answer.text[:300]
+    return answer.json()["release"]
+
+
+def crash(host, *args, at, **env):
+    done = host.fab(*args, check=False, **{CRASH: at}, **env)
+    assert done.returncode == 9, f"{args} did not stop at {at}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
 @pytest.fixture(scope="module")
 def production(local_host):
-    local_host.fab("init_staging", RANDOPONY_STAGING_RELEASE="2026r1")
+    local_host.fab("init_staging", **releases("2026r1", ""))
     done = local_host.fab(
-        "promote_staging_to_production", "--yes", "--demo", RANDOPONY_STAGING_RELEASE="2026r1"
+        "promote_staging_to_production", "--yes", "--demo", **releases("2026r1", "")
     )
     assert "Production is 2026r1" in done.stdout
+    local_host.event = Rider(local_host).event()
     return local_host
+
+
+WRITERS = itertools.count(1)
+
+
+@pytest.fixture
+def load(production):
+    """A reader and a writer through the router, for the length of a test: riders, at a pace
+    that leaves the two cores to the releases (the second promotion's test is the one under
+    full load)."""
+    clients = [
+        LoopingClient(production, production.event, "reader", reads_only=True, pause=0.1),
+        LoopingClient(production, production.event, f"writer{next(WRITERS)}-", pause=0.2),
+    ]
+    for client in clients:
+        client.start()
+    yield clients
+    for client in clients:
+        client.stop.set()
+        client.join(120)
+
+
+def settle(load, crashed=False):
+    """Stop the clients and return what the writer signed up. Reads never fail. Writes never
+    fail either, except (when runs were killed) a write the router held past its limit while a
+    killed run waited for the next command: a 503 the rider may send again, never a half-done
+    or refused one."""
+    reader, writer = load
+    for client in load:
+        client.stop.set()
+        client.join(120)
+    assert reader.failures == [], reader.failures[:3]
+    if crashed:
+        assert held_writes_only(writer.failures), writer.failures[:3]
+    else:
+        assert writer.failures == [], writer.failures[:3]
+    assert reader.requests > 5 and writer.signed_up
+    return writer.signed_up
+
+
+def assert_stored_once(database, emails):
+    stored = riders_in(database)
+    for email in emails:
+        assert stored.count(email) == 1, email
+
+
+def test_the_steps_cover_the_seed_guide_and_both_ways_of_undoing():
+    assert PROMOTION[0] == "stop_staging" and PROMOTION[-1] == "record_promotion"
+    assert "init_production_db" not in PROMOTION and "copy_databases" in BEFORE_SWITCH
+    assert "copy_back" in FULL_ROLLBACK and "copy_back" not in UNDO
+    assert "return_to_staging" in UNDO
 
 
 def test_first_promotion_puts_staging_in_production(production):
     up = Rider(production).get("/up").json()
     assert (up["release"], up["status"]) == ("2026r1", "ok")
-    roles = json.loads((production.root / "deploy/roles.json").read_text())
-    assert roles["production"] == "2026r1" and roles["staging"] is None
+    assert roles(production)["production"] == "2026r1" and roles(production)["staging"] is None
     assert (production.root / R1 / "production.ini").is_symlink()
     assert not (production.root / R1 / "staging.ini").exists()
     assert not (production.root / R1 / "RandoPony-staging.sqlite").exists()
+    assert not (production.root / R1 / promote.ASIDE).exists()
 
 
 def test_second_promotion_under_load_loses_nothing(production):
@@ -155,44 +259,158 @@ def test_the_fabfile_must_agree_with_the_host_about_production(production):
     assert production.tree() == before
 
 
-MIGRATION_4 = MIGRATION.replace('"0003"', '"0004"').replace('"0002"', '"0003"')
-MIGRATION_4 = MIGRATION_4.replace("emergency_phone", "shirt_size").replace(
-    "0003\nRevises", "0004\nRevises"
-)
-
-
-def test_rollback_under_load_keeps_every_registration(production):
-    (production.checkout / "alembic/versions/0004_test_shirt_size.py").write_text(MIGRATION_4)
-    r3 = dict(RANDOPONY_STAGING_RELEASE="2026r3", RANDOPONY_PRODUCTION_RELEASE="2026r2")
+def test_rollback_under_load_keeps_every_registration(production, load):
     rider = Rider(production)
-    event = rider.event()
-    assert rider.sign_up(event, "on-r2@example.org").status_code == 302
-    production.fab("init_staging", **r3)
-    production.fab("promote_staging_to_production", "--yes", **r3)
-    assert rider.sign_up(event, "on-r3@example.org").status_code == 302
-
-    client = LoopingClient(production, event, "rollback")
-    client.start()
-    time.sleep(1)
-    done = production.fab("rollback_production", "--yes", RANDOPONY_PRODUCTION_RELEASE="2026r3")
-    time.sleep(1)
-    client.stop.set()
-    client.join(90)
-
-    assert "Production is 2026r2 again" in done.stdout
-    assert client.failures == [], client.failures
-    assert Rider(production).get("/up").json()["release"] == "2026r2"
-    database = production.root / R2 / "RandoPony-production.sqlite"
-    stored = riders_in(database)
-    for email in ["on-r2@example.org", "on-r3@example.org", *client.signed_up]:
-        assert stored.count(email) == 1, email
+    assert rider.sign_up(production.event, "on-r2@example.org").status_code == 302
+    done = production.fab("rollback_production", "--yes", **releases("2026r3", "2026r2"))
+    signed_up = settle(load)
+    assert "Production is 2026r1 again" in done.stdout
+    assert serving(production) == "2026r1"
+    database = production.root / R1 / "RandoPony-production.sqlite"
+    assert_stored_once(database, ["before0@example.org", "on-r2@example.org", *signed_up])
     with sqlite3.connect(database) as db:
         columns = [row[1] for row in db.execute("PRAGMA table_info(brevet_riders)")]
-        assert "shirt_size" not in columns and "emergency_phone" in columns
-        assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0003"
-    roles = json.loads((production.root / "deploy/roles.json").read_text())
-    assert roles["production"] == "2026r2" and "2026r3" in roles["bad"]
+        assert "emergency_phone" not in columns  # migrated down with r2's scripts
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
+    assert roles(production)["production"] == "2026r1" and "2026r2" in roles(production)["bad"]
     again = production.fab(
-        "rollback_production", "--yes", check=False, RANDOPONY_PRODUCTION_RELEASE="2026r2"
+        "rollback_production", "--yes", check=False, **releases("2026r3", "2026r1")
     )
     assert again.returncode == 1 and "no previous production release" in again.stderr
+
+
+def test_a_promotion_killed_at_every_step_is_finished_by_resume(production, load):
+    r3 = releases("2026r3", "2026r1")
+    production.fab("init_staging", **r3)
+    for number, boundary in enumerate(["start", *PROMOTION]):
+        resume = ["--resume"] if number else []
+        crash(production, "promote_staging_to_production", "--yes", *resume, at=boundary, **r3)
+        assert json.loads(state_file(production).read_text())["done"] == PROMOTION[:number]
+        assert serving(production) in ("2026r1", "2026r3")
+        if boundary == "copy_databases":  # once is enough: a plain promote is refused meanwhile
+            again = production.fab("promote_staging_to_production", "--yes", check=False, **r3)
+            assert again.returncode == 1 and "--resume" in again.stderr
+    done = production.fab("promote_staging_to_production", "--resume", **r3)
+    assert "Production is 2026r3" in done.stdout
+    signed_up = settle(load, crashed=True)
+    assert serving(production) == "2026r3"
+    assert_stored_once(release_db(production, "2026r3"), ["on-r2@example.org", *signed_up])
+    assert not state_file(production).exists()
+    assert not (production.root / "deploy/lock").exists()
+    assert (roles(production)["production"], roles(production)["previous"]) == ("2026r3", "2026r1")
+
+
+def test_a_promotion_killed_before_the_domain_moves_is_undone_by_rollback(production, load):
+    """Killed at each boundary before the switch, then `fab rollback_production`: production
+    goes on as it was, and the release is staging again, with its own data, ready to promote."""
+    r4 = releases("2026r4", "2026r3")
+    production.fab("init_staging", **r4)
+    for boundary in ["start", *BEFORE_SWITCH]:
+        crash(production, "promote_staging_to_production", "--yes", at=boundary, **r4)
+        assert serving(production) == "2026r3"
+        undone = production.fab("rollback_production", "--yes", **r4)
+        assert "is undone: production is 2026r3 as before" in undone.stdout, boundary
+        assert serving(production) == "2026r3"
+        assert serving(production, STAGING) == "2026r4", boundary
+        assert roles(production)["staging"] == "2026r4"
+        assert not release_db(production, "2026r4").exists()  # production's data not left there
+        assert not state_file(production).exists()
+    signed_up = settle(load, crashed=True)
+    assert_stored_once(release_db(production, "2026r3"), ["on-r2@example.org", *signed_up])
+    assert "2026r4" not in roles(production).get("bad", [])
+    # Staging was put back as it was: its own database, not production's.
+    staging_db = production.root / "webapps/randopony2026r4/RandoPony-staging.sqlite"
+    assert "on-r2@example.org" not in riders_in(staging_db)
+
+
+@pytest.mark.parametrize("boundary", AFTER_SWITCH)
+def test_a_promotion_killed_after_the_domain_moved_is_rolled_back(production, load, boundary):
+    """The new release has taken writes: the rollback copies them back to the previous release.
+    After the first boundary the rollback itself is killed at each of its boundaries and
+    resumed."""
+    release = f"2026r{5 + AFTER_SWITCH.index(boundary)}"
+    env = releases(release, "2026r3")
+    production.fab("init_staging", **env)  # takes the staging domain from the release before
+    crash(production, "promote_staging_to_production", "--yes", at=boundary, **env)
+    assert serving(production) == release
+    rider = Rider(production)
+    assert rider.sign_up(production.event, f"on-{release}@example.org").status_code == 302
+    chain = FULL_ROLLBACK if boundary == AFTER_SWITCH[0] else []
+    for number, step in enumerate(["start", *chain]):
+        resume = ["--resume"] if number else []
+        crash(production, "rollback_production", "--yes", *resume, at=f"rollback:{step}", **env)
+        assert serving(production) in ("2026r3", release)
+    rolled = production.fab("rollback_production", "--yes", "--resume", **env)
+    assert "Production is 2026r3 again" in rolled.stdout
+    signed_up = settle(load, crashed=bool(chain))
+    assert serving(production) == "2026r3"
+    emails = ["on-r2@example.org", f"on-{release}@example.org", *signed_up]
+    assert_stored_once(release_db(production, "2026r3"), emails)
+    assert roles(production)["production"] == "2026r3" and release in roles(production)["bad"]
+    assert not state_file(production).exists()
+
+
+FAILING_MIGRATION = '''"""Test migration: one brevet per rider (fails on production data).
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_test_one_brevet_per_rider", "brevet_riders", ["email"], unique=True)
+
+
+def downgrade() -> None:
+    op.drop_index("ix_test_one_brevet_per_rider", "brevet_riders")
+'''
+
+
+def test_failures_before_the_switch_leave_production_as_it_was(production, load):
+    """A migration that fails on production's data, then a release that fails its health check:
+    each stops before the domain moves, production goes on (writes too), and the release is
+    back on staging to be mended; mended, it is promoted."""
+    rider = Rider(production)
+    other = re.findall(r'href="http://[^"/]+(/brevets/SI/[^"]+)"', rider.get("/brevets/").text)
+    assert other, "the demo's SI600 (no question to answer) is on /brevets/"
+    for event in (production.event, other[0]):
+        assert rider.sign_up(event, "twice@example.org").status_code == 302
+    r9 = releases("2026r9", "2026r3")
+    migration = production.checkout / "alembic/versions/0004_test_one_brevet_per_rider.py"
+    migration.write_text(FAILING_MIGRATION)
+    production.fab("init_staging", **r9)  # staging's demo data passes the migration
+
+    failed = production.fab("promote_staging_to_production", "--yes", check=False, **r9)
+    assert failed.returncode == 1
+    assert "migrate_database failed" in failed.stderr and "UNIQUE" in failed.stderr
+    assert "production is 2026r3, as before" in failed.stderr
+    assert serving(production) == "2026r3" and serving(production, STAGING) == "2026r9"
+    assert rider.sign_up(production.event, "after-migration@example.org").status_code == 302
+
+    migration.unlink()
+    ini = production.checkout / "production.ini"
+    good = ini.read_text()
+    ini.write_text(good.replace("[app:main]", "[app:main]\npyramid.includes = no_such_addon", 1))
+    production.fab("deploy_staging", **r9)
+    failed = production.fab("promote_staging_to_production", "--yes", check=False, **r9)
+    assert failed.returncode == 1
+    assert "start_new_release failed" in failed.stderr and "no_such_addon" in failed.stderr
+    assert "production is 2026r3, as before" in failed.stderr
+    assert serving(production) == "2026r3" and serving(production, STAGING) == "2026r9"
+    assert rider.sign_up(production.event, "after-health@example.org").status_code == 302
+
+    ini.write_text(good)
+    production.fab("deploy_staging", **r9)
+    production.fab("promote_staging_to_production", "--yes", **r9)
+    signed_up = settle(load)
+    assert serving(production) == "2026r9"
+    emails = ["after-migration@example.org", "after-health@example.org", *signed_up]
+    assert_stored_once(release_db(production, "2026r9"), emails)
+    assert riders_in(release_db(production, "2026r9")).count("twice@example.org") == 2
