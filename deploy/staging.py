@@ -346,6 +346,24 @@ def init_staging_db(
         host.run(argv, cwd=directory, env={"RANDOPONY_WRANGLER_PASSWORD": wrangler_password})
 
 
+def migrate_staging_db(target: Target, host: Host, journal) -> None:
+    """New migrations in the deployed code: staging's database follows them."""
+    directory = release_dir(target, host)
+    with step(target, journal, "migrate_staging_db", "alembic upgrade head on staging's database"):
+        answer = host.run(
+            [
+                str(directory / layout.ENV / "bin" / "alembic"),
+                "-c",
+                layout.ini_name("staging"),
+                "upgrade",
+                "head",
+            ],
+            cwd=directory,
+        )
+        said = [line for line in answer.stderr.splitlines() if "Running upgrade" in line]
+        target.echo("  " + ("; ".join(s.split("] ")[-1] for s in said) or "already at head"))
+
+
 def runtime(host: Host, directory: PurePosixPath, *command: str, check: bool = True):
     python = directory / layout.ENV / "bin" / "python"
     if not host.exists(python):
@@ -400,6 +418,7 @@ def deploy_staging(target: Target) -> str:
         with records.host_lock(host, "deploy_staging", target.staging_release):
             rsync_code(target, host, journal)
             install_app(target, host, journal)
+            migrate_staging_db(target, host, journal)
             restart(target, host, journal)
             records.record_event(
                 host,

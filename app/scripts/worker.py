@@ -16,7 +16,8 @@ def main(argv=None) -> None:
     setup_logging(ini)
     settings = app_settings.load(get_appsettings(ini))
     configure(settings)
-    stop_promptly()
+    if app_settings.as_bool(settings.get("celery.stop_promptly", True)):
+        stop_promptly()
     import app.tasks  # noqa: F401  (registers the tasks and the worker_ready hook)
 
     # Threads, not celery's default prefork pool: the tasks wait on SMTP and small files, and

@@ -114,6 +114,37 @@ def test_deploy_staging_of_a_changed_template_shows_the_change(staging):
     )
 
 
+NEW_MIGRATION = '''"""Test migration: an index on riders' last names.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_test_last_name", "brevet_riders", ["last_name"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_test_last_name", "brevet_riders")
+'''
+
+
+def test_deploy_staging_runs_new_migrations_on_staging(staging):
+    (staging.checkout / "alembic/versions/0003_test_last_name.py").write_text(NEW_MIGRATION)
+    done = staging.fab("deploy_staging")
+    assert "Running upgrade 0002 -> 0003" in done.stdout
+    up = requests.get(staging.url("/up"), headers={"Host": STAGING}, timeout=30).json()
+    assert (up["status"], up["revision"]) == ("ok", "0003")
+
+
 def test_fab_with_no_task_deploys_staging(staging):
     done = staging.fab()
     assert "rsync_code" in done.stdout and "Staging is up" in done.stdout
