@@ -39,7 +39,15 @@ def render_conf(
     celery worker, both reading the release's ini."""
     env_bin = release_dir / layout.ENV / "bin"
     v = supervisor.conf_value
-    env = {"RANDOPONY_RELEASE": release, "PYTHONUNBUFFERED": "1", **environment}
+    # Bytecode is cached as the release's modules are first imported, as on any Python server,
+    # even where the maintainer's environment says otherwise (this one sets
+    # PYTHONDONTWRITEBYTECODE=1): compiling every installed module at install costs far more.
+    env = {
+        "RANDOPONY_RELEASE": release,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "",
+        **environment,
+    }
     env_line = ",".join(f'{k}="{v(val)}"' for k, val in sorted(env.items()) if '"' not in val)
     app_command = shlex.join([str(env_bin / "randopony_serve"), ini, "--port", str(port)])
     celery_command = shlex.join(

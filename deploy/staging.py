@@ -203,12 +203,10 @@ def install_app(target: Target, host: Host, journal) -> None:
         if info.get("dependencies") != fingerprint or not host.exists(entry_point):
             lock = str(src / "requirements.lock")
             host.run(
-                # Compiled now: without .pyc files every app start compiles every module again.
                 [
                     *uv,
                     "pip",
                     "install",
-                    "--compile-bytecode",
                     "--python",
                     str(env_python),
                     "-r",
@@ -344,11 +342,27 @@ def init_staging_db(
         if demo:
             argv.append("--demo")
         host.run(argv, cwd=directory, env={"RANDOPONY_WRANGLER_PASSWORD": wrangler_password})
+        _record_migrations(target, host, directory)
+
+
+def migrations_fingerprint(target: Target) -> str:
+    digest = hashlib.sha256()
+    for path in sorted((target.checkout / "alembic" / "versions").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _record_migrations(target: Target, host: Host, directory: PurePosixPath) -> None:
+    info = read_release_json(host, directory)
+    info["migrations"] = migrations_fingerprint(target)
+    host.write_text(directory / layout.RELEASE_JSON, json.dumps(info, indent=2) + "\n")
 
 
 def migrate_staging_db(target: Target, host: Host, journal) -> None:
     """New migrations in the deployed code: staging's database follows them."""
     directory = release_dir(target, host)
+    if read_release_json(host, directory).get("migrations") == migrations_fingerprint(target):
+        return  # the same migrations as last time: nothing to run
     with step(target, journal, "migrate_staging_db", "alembic upgrade head on staging's database"):
         answer = host.run(
             [
@@ -362,6 +376,7 @@ def migrate_staging_db(target: Target, host: Host, journal) -> None:
         )
         said = [line for line in answer.stderr.splitlines() if "Running upgrade" in line]
         target.echo("  " + ("; ".join(s.split("] ")[-1] for s in said) or "already at head"))
+        _record_migrations(target, host, directory)
 
 
 def runtime(host: Host, directory: PurePosixPath, *command: str, check: bool = True):

@@ -415,3 +415,76 @@ def test_failures_before_the_switch_leave_production_as_it_was(production, load)
     emails = ["after-migration@example.org", "after-health@example.org", *signed_up]
     assert_stored_once(release_db(production, "2026r9"), emails)
     assert riders_in(release_db(production, "2026r9")).count("twice@example.org") == 2
+
+
+# Cleaning up after all of the above: production 2026r9, rollback target 2026r3; 2026r2 and
+# 2026r5-r8 rolled back and marked bad; 2026r4 a staging release replaced by the next; 2026r1.
+AFTER_ALL = releases("2026r10", "2026r9")
+
+
+def webapps(host):
+    return sorted(p.name.removeprefix("randopony") for p in (host.root / "webapps").iterdir())
+
+
+def history(host):
+    text = (host.root / "deploy/releases.log").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_cleanup_refuses_bad_input_a_held_lock_and_an_unfinished_promotion(production):
+    before, events = production.tree(), len(history(production))
+    done = production.fab("cleanup_releases", "--keep=-1", "--yes", check=False, **AFTER_ALL)
+    assert done.returncode == 1 and "error: --keep must be a whole number" in done.stderr
+    done = production.fab("cleanup_releases", "--keep=0", check=False, **AFTER_ALL)
+    assert done.returncode == 1 and "error: not confirmed; nothing changed" in done.stderr
+    assert "stays  2026r9: production" in done.stdout
+    assert "stays  2026r3: rollback target" in done.stdout
+    assert "goes   2026r1" in done.stdout and "goes   2026r5" in done.stdout
+    assert production.tree() == before and len(history(production)) == events
+
+    state_file(production).write_text(json.dumps({"new": "2026r10", "old": "2026r9", "done": []}))
+    try:
+        done = production.fab("cleanup_releases", "--keep=0", "--yes", check=False, **AFTER_ALL)
+        assert done.returncode == 1 and "--resume" in done.stderr
+    finally:
+        state_file(production).unlink()
+    lock = production.root / "deploy/lock"
+    lock.mkdir()
+    (lock / "holder.json").write_text(
+        json.dumps({"purpose": "promote", "release": "2026r10", "by": "ada@pony", "since": "now"})
+    )
+    try:
+        done = production.fab("cleanup_releases", "--keep=0", "--yes", check=False, **AFTER_ALL)
+        assert done.returncode == 1 and "ada@pony" in done.stderr
+    finally:
+        (lock / "holder.json").unlink()
+        lock.rmdir()
+    assert production.tree() == before and len(history(production)) == events
+
+
+def test_cleanup_keeps_production_the_rollback_target_and_the_newest(production):
+    from deploy.hosting_api import HostingAPI
+    from tests.deploy.conftest import HOSTING_PASSWORD
+
+    gone = ["2026r1", "2026r2", "2026r4", "2026r5", "2026r6", "2026r7"]
+    done = production.fab("cleanup_releases", "--keep=1", "--yes", **AFTER_ALL)
+    assert f"Removed {len(gone)} release(s) ({', '.join(gone)})" in done.stdout
+    assert webapps(production) == ["2026r3", "2026r8", "2026r9"]
+    api = HostingAPI(f"http://127.0.0.1:{production.panel_port}/")
+    api.login("randopony", HOSTING_PASSWORD)
+    names = {a.name for a in api.list_apps()} | {w.name for w in api.list_websites()}
+    assert not {f"randopony{r}" for r in gone} & names
+    assert {"randopony2026r3", "randopony2026r9"} <= names
+    assert serving(production) == "2026r9"
+    event = history(production)[-1]
+    assert event["event"] == "cleanup_releases" and event["removed"] == gone
+    assert event["freed_bytes"] > 1_000_000  # virtualenvs went
+
+    done = production.fab("cleanup_releases", "--keep=0", "--yes", **AFTER_ALL)
+    assert "Removed 1 release(s) (2026r8)" in done.stdout
+    assert "Nothing to remove." in production.fab("cleanup_releases", **AFTER_ALL).stdout
+    assert webapps(production) == ["2026r3", "2026r9"]
+    assert (production.root / "webapps/randopony2026r3/RandoPony-production.sqlite").exists()
+    # The rollback target is whole: production can still go back to it.
+    rolled = production.fab("rollback_production", "--yes", **AFTER_ALL)
+    assert "Production is 2026r3 again" in rolled.stdout and serving(production) == "2026r3"
