@@ -80,7 +80,9 @@ def release_rows(target: Target) -> list[dict]:
     host = target.connect()
     try:
         roles = records.read_roles(host)
-        role_of = {release: role for role, release in roles.items() if release}
+        role_of = {release: "bad" for release in roles.get("bad", [])}  # rolled back
+        names = {"staging": "staging", "production": "production", "previous": "rollback target"}
+        role_of.update({roles[role]: name for role, name in names.items() if roles.get(role)})
         last_event = {}
         for event in records.history(host):
             last_event[event.get("release")] = event

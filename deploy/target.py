@@ -95,10 +95,16 @@ class Target:
         return layout.webapp_name(self.app_name, release)
 
 
-def hosting_password() -> str:
+def hosting_password(target: Target | None = None) -> str:
+    """From the environment; for the local host `make run` set up, from the file it keeps
+    beside the host root (var/host-password, never in git); else asked for."""
     password = os.environ.get(PASSWORD_VARIABLE)
     if password:
         return password
+    if target is not None and not target.ssh_host:
+        kept = Path(target.host_root).parent / "host-password"
+        if kept.is_file():
+            return kept.read_text().strip()
     try:
         return getpass.getpass("Hosting panel password: ")
     except (EOFError, KeyboardInterrupt):
@@ -112,7 +118,7 @@ def hosting_session(target: Target, host: Host, password: str | None = None):
     with host.reach(target.panel_port) as local_port:
         api = HostingAPI(f"http://127.0.0.1:{local_port}/")
         try:
-            api.login(target.hosting_user, password or hosting_password())
+            api.login(target.hosting_user, password or hosting_password(target))
         except LoginFailed as error:
             raise TargetError(f"the hosting panel refused the login: {error}") from None
         except PanelUnreachable as error:

@@ -273,6 +273,8 @@ def test_rollback_under_load_keeps_every_registration(production, load):
         assert "emergency_phone" not in columns  # migrated down with r2's scripts
         assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
     assert roles(production)["production"] == "2026r1" and "2026r2" in roles(production)["bad"]
+    table = production.fab("releases", **releases("2026r3", "2026r1")).stdout
+    assert re.search(r"2026r2\s*│\s*bad\s*│", table), table
     again = production.fab(
         "rollback_production", "--yes", check=False, **releases("2026r3", "2026r1")
     )
