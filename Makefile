@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := python3 -m uv
 # Debian packages the tests and the local host use: command that proves each is there -> package.
-DEBIAN_NEEDS := rsync:rsync /usr/sbin/sshd:openssh-server chromium:chromium wrk:wrk sqlite3:sqlite3
+DEBIAN_NEEDS := rsync:rsync /usr/sbin/sshd:openssh-server chromium:chromium wrk:wrk sqlite3:sqlite3 crontab:cron
 
 .PHONY: run stop dev test install debian-packages lint format bench clean lock
 

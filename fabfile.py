@@ -15,7 +15,8 @@ from pathlib import Path
 from fabric import task
 from invoke import Exit
 
-from deploy import app_control, host_service, promote, records, staging
+from deploy import app_control, host_service, promote, records, schedule, staging, sync
+from deploy import upgrade_attempt as attempts
 from deploy.hosting_api import HostingError
 from deploy.hosts import HostError
 from deploy.target import CHECKOUT, Target, TargetError
@@ -267,6 +268,62 @@ def unlock(c, yes=False):
     run(call)
 
 
+# Staging refreshed from production, and upgrade attempts
+
+
+@task
+def sync_staging(c):
+    """Refresh staging from a consistent snapshot of production, sanitised so staging can never
+    mail a real rider (production keeps serving; its writes are not held)."""
+    password = os.environ.get("RANDOPONY_WRANGLER_PASSWORD") or None
+    sync.print_summary(run(sync.sync_staging, target(), password))
+
+
+@task(help={"at": "HH:MM on the host's clock", "remove": "take the nightly sync out"})
+def schedule_sync_staging(c, at="03:00", remove=False):
+    """Run sync_staging every night from the host's crontab; logs to the host's logs/user/."""
+    print(run(schedule.schedule_sync, target(), at, remove))
+
+
+@task(
+    help={
+        "minutes": "the window users test the new release in",
+        "accept": "end the attempt keeping the new release",
+        "cancel": "end it rolling back, keeping every registration made in the window",
+        "yes": "do not ask",
+    }
+)
+def upgrade_attempt(c, minutes=None, accept=False, cancel=False, yes=False):
+    """Sync staging, promote it for a time-boxed attempt; then --accept or --cancel."""
+    if sum(map(bool, (minutes, accept, cancel))) != 1:
+        raise Exit("error: give one of --minutes=N, --accept or --cancel", code=1)
+    t = target()
+    if accept:
+        done = run(attempts.accept, t)
+        print(
+            f"Upgrade attempt accepted: {done['release']} stays production "
+            f"(rollback target: {done.get('previous')})."
+        )
+        return
+    if cancel:
+        done = run(lambda: attempts.cancel(t, yes=yes, confirm=confirm))
+        print(
+            f"Upgrade attempt cancelled: production is {done['production']} again, with every "
+            f"registration made in the window. Set production_release = {done['production']!r}."
+        )
+        return
+    password = os.environ.get("RANDOPONY_WRANGLER_PASSWORD") or None
+    done = run(
+        lambda: attempts.start(t, minutes, yes=yes, confirm=confirm, wrangler_password=password)
+    )
+    sync.print_summary(done["sync"])
+    print(
+        f"Upgrade attempt: {done['release']} is production at {done['promotion']['address']} "
+        f"until {done['ends']} ({done['minutes']} min). Then `fab upgrade_attempt --accept` or "
+        f"`--cancel`. Set production_release = {done['release']!r}."
+    )
+
+
 # Apps and supervisors, by role
 
 
@@ -362,8 +419,11 @@ def tail_production_celery_log(c, lines=50):
 
 @task
 def releases(c):
-    """The host's releases: role, port, domain, state, when and by whom deployed."""
+    """The host's releases: role, port, domain, state, when and by whom deployed; an open
+    upgrade attempt and the nightly sync."""
     app_control.print_releases(run(app_control.release_rows, target()))
+    for line in run(attempts.host_status, target()):
+        print(line)
 
 
 @task
