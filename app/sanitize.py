@@ -19,6 +19,10 @@ every text column of every table in the database and refuses (SanitizeError) if 
 
 Sessions are signed cookies checked with each release's own session secret, and the page cache's
 token is replaced below, so nothing else of production's carries over.
+
+The rider list files, named by the events' secret uuids, are rewritten for staging from a mirror
+of production's by app/sanitize_files.py, with the same functions and options, under the new
+uuids (`main`, `--rider-lists-from` / `--rider-lists-to`).
 """
 
 import argparse
@@ -31,7 +35,18 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Column, MetaData, String, Table, Text, bindparam, inspect, select, text
+from sqlalchemy import (
+    Column,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    func,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.sql import column as sql_column
 from sqlalchemy.sql import table as sql_table
 
@@ -314,6 +329,10 @@ def sanitize(
     outbox, deleted) per table. Running it again is harmless. Raises SanitizeError, before
     anything is committed, when anything personal or production's would be left."""
     options = _options(sink_domain, production_domain, staging_domain, wrangler_password)
+    return _sanitize(connection, options)
+
+
+def _sanitize(connection, options: Options) -> dict[str, int]:
     _check_revision(connection)
     metadata = _app_metadata()
     counts = {}
@@ -434,7 +453,6 @@ def find_leaks(
 ) -> list[Leak]:
     """Addresses outside the sink and the production hostname, in every text column of every
     table of the database (not only the models' tables)."""
-    host_re = re.compile(host_pattern(production_domain.lower()), re.IGNORECASE)
     leaks = []
     inspector = inspect(connection)
     for table_name in inspector.get_table_names():
@@ -446,21 +464,42 @@ def find_leaks(
             query = select(col).select_from(sql_table(table_name, col))
             query = query.where(col.contains("@") | col.contains(production_domain.lower()))
             for (value,) in connection.execute(query):
-                leaks += _leaks_in(table_name, name, str(value), sink_domain, host_re)
+                leaks += [
+                    Leak(table_name, name, what, str(value))
+                    for what, _found in leaks_in(str(value), sink_domain, production_domain)
+                ]
                 if len(leaks) >= limit:
                     return leaks[:limit]
     return leaks
 
 
-def _leaks_in(table, column, value, sink_domain, host_re) -> list[Leak]:
+def leaks_in(value: str, sink_domain: str, production_domain: str) -> list[tuple[str, str]]:
+    """(what, the text found) for each address outside the sink and each production hostname in
+    `value`: how a value is judged, in the database and in the rider list files alike."""
     found = [
-        Leak(table, column, "an address outside the sink", value)
+        ("an address outside the sink", match.group())
         for match in ADDRESS_RE.finditer(value)
         if not is_sink_address(match.group(), sink_domain)
     ]
-    if host_re.search(value):
-        found.append(Leak(table, column, "the production hostname", value))
+    host_re = re.compile(host_pattern(production_domain.lower()), re.IGNORECASE)
+    found += [("the production hostname", match.group()) for match in host_re.finditer(value)]
     return found
+
+
+# --- What the sanitised database holds ------------------------------------------------------
+
+
+def row_counts(connection) -> dict[str, int]:
+    """Rows per table, for every table in the database (not only the models' tables)."""
+    return {
+        name: connection.execute(select(func.count()).select_from(sql_table(name))).scalar()
+        for name in inspect(connection).get_table_names()
+    }
+
+
+def wrangler_logins(connection) -> list[str]:
+    wranglers = _app_metadata().tables["wranglers"]
+    return list(connection.execute(select(wranglers.c.email).order_by(wranglers.c.id)).scalars())
 
 
 # --- Command line -----------------------------------------------------------------------------
@@ -468,47 +507,85 @@ def _leaks_in(table, column, value, sink_domain, host_re) -> list[Leak]:
 
 def main(argv=None) -> int:
     """python -m app.sanitize staging.ini --production-domain D --staging-domain D
+    [--rider-lists-from MIRROR --rider-lists-to DIR]
 
     Sanitises the database of a staging ini (never a production one) in one transaction, then
     VACUUMs it so no old value survives in free pages. The staging wrangler password comes from
     RANDOPONY_WRANGLER_PASSWORD (never the command line); the sink domain is the first of the
-    ini's mail.only_to_domains, the domains its mail guard lets through. Prints the counts as
-    JSON."""
+    ini's mail.only_to_domains, the domains its mail guard lets through. With the rider list
+    options, the rider lists mirrored from production are written, sanitised and under the
+    events' new uuids, to DIR, which must not exist or be empty (app/sanitize_files.py). Prints
+    one line of JSON: the rows changed per table, "rows" (rows per table after sanitising),
+    "wranglers" (the staging logins) and, with the rider list options, "files". Exits 2, with
+    the database and DIR as they were, when it refuses."""
     from pyramid.paster import get_appsettings
 
     from . import settings as app_settings
     from .mail import allowed_domains
     from .models import get_engine
+    from .sanitize_files import RiderListCopy
 
     parser = argparse.ArgumentParser(prog="python -m app.sanitize", description=main.__doc__)
     parser.add_argument("config_uri", help="the staging release's ini, e.g. staging.ini")
     parser.add_argument("--production-domain", required=True)
     parser.add_argument("--staging-domain", required=True)
+    parser.add_argument(
+        "--rider-lists-from", metavar="MIRROR", help="production's rider lists, as mirrored"
+    )
+    parser.add_argument(
+        "--rider-lists-to", metavar="DIR", help="where staging's rider lists are written"
+    )
     args = parser.parse_args(argv)
+    if (args.rider_lists_from is None) != (args.rider_lists_to is None):
+        parser.error("--rider-lists-from and --rider-lists-to go together: give both or neither")
     settings = app_settings.load(get_appsettings(args.config_uri))
     if settings["production_deployment"]:
         print(f"{args.config_uri} is a production ini: refusing to sanitise", file=sys.stderr)
         return 2
-    password = os.environ.get("RANDOPONY_WRANGLER_PASSWORD", "")
+    rider_lists = None
+    if args.rider_lists_from is not None:
+        rider_lists = RiderListCopy(args.rider_lists_from, args.rider_lists_to)
+        if refusal := rider_lists.refusal():
+            print(f"sanitize: {refusal}", file=sys.stderr)
+            return 2
     engine = get_engine(settings)
+    done = False
     try:
+        options = _options(
+            (allowed_domains(settings) or [DEFAULT_SINK_DOMAIN])[0],
+            args.production_domain,
+            args.staging_domain,
+            os.environ.get("RANDOPONY_WRANGLER_PASSWORD", ""),
+        )
+        # Files are written inside the transaction: if they are refused, so is the database.
         with engine.begin() as connection:
-            counts = sanitize(
-                connection,
-                sink_domain=(allowed_domains(settings) or [DEFAULT_SINK_DOMAIN])[0],
-                production_domain=args.production_domain,
-                staging_domain=args.staging_domain,
-                wrangler_password=password,
-            )
+            report = _sanitize_and_report(connection, options, rider_lists)
         if engine.dialect.name == "sqlite":
             _vacuum(engine)
+        done = True
     except (SanitizeError, ValueError) as error:
         print(f"sanitize: {error}", file=sys.stderr)
         return 2
     finally:
+        if not done and rider_lists is not None:
+            rider_lists.remove()
         engine.dispose()
-    print(json.dumps(counts, sort_keys=True))
+    print(json.dumps(report, sort_keys=True))
     return 0
+
+
+def _sanitize_and_report(connection, options: Options, rider_lists) -> dict:
+    from .sanitize_files import event_uuids
+
+    before = event_uuids(connection)
+    report: dict = _sanitize(connection, options)
+    if rider_lists is not None:
+        after = event_uuids(connection)
+        renamed = {old: after[key] for key, old in before.items() if key in after}
+        report["files"] = rider_lists.write(renamed, options)
+    report["rows"] = row_counts(connection)
+    report["wranglers"] = wrangler_logins(connection)
+    return report
 
 
 def _vacuum(engine) -> None:
