@@ -224,13 +224,21 @@ def overdue(attempt: dict, now: datetime | None = None) -> str | None:
     now = now or datetime.now(UTC)
     if now < ends:
         return None
-    late = int((now - ends).total_seconds() // 60)
     return (
         f"upgrade attempt of {attempt['release']}: its {attempt['minutes']}-minute window ended "
-        f"at {attempt['ends']} ({late} min ago) with no decision. Nothing changes by itself: "
-        "`fab upgrade_attempt --accept` keeps it, `fab upgrade_attempt --cancel` rolls back "
-        "keeping every registration."
+        f"at {attempt['ends']} ({_span(now - ends)} ago) with no decision. Nothing changes by "
+        "itself: `fab upgrade_attempt --accept` keeps it, `fab upgrade_attempt --cancel` rolls "
+        "back keeping every registration."
     )
+
+
+def _span(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h {minutes % 60} min"
+    return f"{minutes // (24 * 60)} days"
 
 
 def status(host: Host) -> str | None:
