@@ -50,7 +50,19 @@ def rows(event) -> list[list]:
     return [header] + body
 
 
-def _write_atomically(path: Path, write) -> None:
+# A spreadsheet runs a cell starting with one of these as a formula; riders type the cells.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def as_text_for_csv(value):
+    """What a rider typed, never a formula when an organizer opens the CSV in a spreadsheet
+    (OWASP's CSV injection advice: a leading apostrophe)."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def write_atomically(path: Path, write) -> None:
     """Readers see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -70,7 +82,7 @@ def write_rider_list(settings, event) -> list[Path]:
 
     def write_csv(tmp):
         with open(tmp, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows(table)
+            csv.writer(f).writerows([as_text_for_csv(v) for v in row] for row in table)
 
     def write_xlsx(tmp):
         # Imported here: openpyxl is a third of a second of every process start otherwise.
@@ -82,6 +94,9 @@ def write_rider_list(settings, event) -> list[Path]:
         sheet.title = "Riders"
         for row in table:
             sheet.append(row)
+            for cell in sheet[sheet.max_row]:
+                if cell.data_type == "f":  # openpyxl takes any "=..." string for a formula
+                    cell.data_type = "s"
         for cell in sheet[1]:
             cell.font = Font(bold=True)
         sheet.freeze_panes = "A2"
@@ -90,6 +105,6 @@ def write_rider_list(settings, event) -> list[Path]:
     paths = []
     for ext, write in (("xlsx", write_xlsx), ("csv", write_csv)):
         path = rider_list_path(settings, event, ext)
-        _write_atomically(path, write)
+        write_atomically(path, write)
         paths.append(path)
     return paths

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from .rider_lists import KINDS, _write_atomically
+from .rider_lists import KINDS, write_atomically
 from .sanitize import Options, SanitizeError, leaks_in, scrub, sink_address
 
 # Dropped files named in the figures; the count has them all.
@@ -160,7 +160,7 @@ class RiderListCopy:
                     raise SanitizeError(f"cannot read rider list {entry}: {error!r}") from None
                 path = self.target / f"{new_uuid}.{ext}"
                 self.written.append(path)
-                _write_atomically(path, write)
+                write_atomically(path, write)
             leaks = [file_leaks(path, options) for path in self.written]
             if any(leaks):
                 raise SanitizeError(

@@ -298,14 +298,14 @@ def test_anything_left_in_a_file_refuses_and_removes_what_was_written(
     if existed:
         production["out"].mkdir(parents=True)
     written = []
-    real_write = sanitize_files._write_atomically
+    real_write = sanitize_files.write_atomically
 
     def write_and_note(path, write):
         written.append(path)
         real_write(path, write)
 
     monkeypatch.setattr(sanitize_files, "sanitize_cell", lambda value, _options: value)
-    monkeypatch.setattr(sanitize_files, "_write_atomically", write_and_note)
+    monkeypatch.setattr(sanitize_files, "write_atomically", write_and_note)
 
     assert run_main(production, monkeypatch) == 2
 

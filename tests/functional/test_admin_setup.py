@@ -58,6 +58,22 @@ def test_create_the_rider_list(admin, app_settings, brevet, brevet_page, fresh):
     assert outbox(fresh) == []
 
 
+def test_a_rider_s_formula_is_text_in_the_rider_lists(admin, app_settings, db, fresh):
+    """A comment typed as a spreadsheet formula must not run when the organizer opens the list."""
+    import openpyxl
+
+    brevet = make_brevet(db, organizer_email="org@example.com")
+    make_brevet_rider(db, brevet, comment='=HYPERLINK("http://evil.example/","click")')
+    db.commit()
+    press(admin, f"/admin/brevets/{brevet.id}/", "rider-list")
+    folder = Path(app_settings["rider_lists_dir"])
+    sheet = openpyxl.load_workbook(folder / f"{brevet.uuid}.xlsx").active
+    [cell] = [c for row in sheet.iter_rows() for c in row if "HYPERLINK" in str(c.value)]
+    assert cell.data_type == "s" and cell.value.startswith("=HYPERLINK")
+    csv = (folder / f"{brevet.uuid}.csv").read_text()
+    assert """'=HYPERLINK(""http://evil.example/""" "" in csv
+
+
 def test_email_the_organizer_the_event_urls(admin, brevet, brevet_page, fresh):
     page = press(admin, brevet_page, "email-organizer")
     [email] = outbox(fresh)
