@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import socket
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -88,6 +89,21 @@ def clear_lock(host: Host) -> None:
     host.remove(layout.deploy_dir(host.root) / "lock")
 
 
+def holder_alive(info: dict) -> bool | None:
+    """Whether the process that took the lock still runs: known only when it was taken from this
+    machine by this user (the lock names the process); None otherwise."""
+    pid = info.get("pid")
+    if not pid or info.get("by") != who():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextmanager
 def host_lock(
     host: Host,
@@ -95,27 +111,51 @@ def host_lock(
     release: str,
     reenter: bool = False,
     takes_over: tuple[str, str] | None = None,
+    stale_ok: bool = False,
 ):
     """One release operation at a time per host. mkdir is atomic on every filesystem, so two
     maintainers racing for the lock cannot both get it. `reenter`: a resumed operation takes
     over the lock its interrupted run left, if it is the same operation on the same release;
     `takes_over` names another interrupted operation whose lock this one may take (a rollback
-    undoing an interrupted promotion)."""
+    undoing an interrupted promotion); `stale_ok`: the same operation may take the lock of a run
+    of its own that died (a nightly job after a crash). Never while the holder is known to run."""
     lock = layout.deploy_dir(host.root) / "lock"
     host.mkdir(layout.deploy_dir(host.root))
     result = host.run(["mkdir", str(lock)], check=False)
     info = lock_holder(host) or {}
     held_by = (info.get("purpose"), info.get("release"))
-    allowed = held_by == (purpose, release) and reenter or held_by == takes_over
-    if result.returncode != 0 and not allowed:
+    alive = holder_alive(info)
+    allowed = (
+        held_by == (purpose, release)
+        and reenter
+        or held_by == takes_over
+        or stale_ok
+        and info.get("purpose") == purpose
+        and alive is False
+    )
+    if result.returncode != 0 and (not allowed or alive):
+        still = f" (still running: process {info.get('pid')})" if alive else ""
         raise LockHeld(
             f"another release operation holds the host's lock: {info.get('purpose', '?')} of "
-            f"{info.get('release', '?')} by {info.get('by', '?')} since {info.get('since', '?')}. "
-            "If it died, `fab unlock` clears the lock after asking."
+            f"{info.get('release', '?')} by {info.get('by', '?')} since "
+            f"{info.get('since', '?')}{still}. "
+            + (
+                "Wait for it to finish."
+                if alive
+                else "If it died, `fab unlock` clears the lock after asking."
+            )
         )
     host.write_text(
         lock / "holder.json",
-        json.dumps({"purpose": purpose, "release": release, "by": who(), "since": now()}),
+        json.dumps(
+            {
+                "purpose": purpose,
+                "release": release,
+                "by": who(),
+                "pid": os.getpid(),
+                "since": now(),
+            }
+        ),
     )
     try:
         yield

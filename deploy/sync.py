@@ -330,7 +330,8 @@ def sync_staging(target: Target, wrangler_password: str | None = None) -> dict:
     host = target.connect()
     try:
         staging, production = preflight(target, host)
-        with records.host_lock(host, "sync_staging", staging):
+        # A nightly run that died must not keep the next ones out: its own stale lock is taken.
+        with records.host_lock(host, "sync_staging", staging, stale_ok=True):
             return run(target, host, staging, production, wrangler_password)
     finally:
         host.close()
