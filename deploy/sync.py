@@ -23,6 +23,7 @@ finished by the next one.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import time
@@ -35,6 +36,7 @@ from deploy.hosts import Host, HostError
 from deploy.staging import DeployError, runtime
 from deploy.target import Target, TargetError
 
+CRASH_AFTER = "RANDOPONY_TEST_CRASH_AFTER_STEP"
 WORK = "sync"
 RIDER_LISTS = "rider_lists"
 STAGING_DB = "RandoPony-staging.sqlite"
@@ -348,6 +350,8 @@ def run(target: Target, host: Host, staging: str, production: str, given: str | 
             # Cut off in the swap: the sanitised snapshot is ready; only the swap is left.
             s.done, s.durations, s.figures = state["done"], state["durations"], state["figures"]
             target.echo(f"Finishing the sync of {staging} cut off after {s.done[-1]}.")
+        else:
+            target.echo("A sync cut off before its snapshot was ready: starting again.")
     target.echo(
         f"Refresh staging {staging} at http://{target.staging_domain}/ from production "
         f"{production} (production keeps serving):"
@@ -378,6 +382,8 @@ def run(target: Target, host: Host, staging: str, production: str, given: str | 
         s.done.append(step.name)
         s.save()
         target.echo(f"✓ {step.name} ({s.durations[step.name]:.1f} s)")
+        if os.environ.get(CRASH_AFTER) == f"sync:{step.name}":
+            os._exit(9)  # fault injection for the tests: a kill -9 at this boundary
     host.remove(state_file(host.root))
     summary = {
         "staging": staging,

@@ -56,11 +56,12 @@ class LocalHostFixture:
     def tree(self) -> dict[str, tuple]:
         """Every file the release machinery writes under the host root, with its size and time:
         to show a refused command changed nothing. Logs, sockets, the panel's state, and the
-        databases and rider lists of running releases change by themselves and are left out."""
+        databases, rider lists and bytecode caches of running releases change by themselves and
+        are left out."""
         running = (".log", ".sock", ".sqlite", ".sqlite-wal", ".sqlite-shm")
         found = {}
         for path in sorted(self.root.rglob("*")):
-            made_by_releases = "panel" in path.parts or "rider_lists" in path.parts
+            made_by_releases = {"panel", "rider_lists", "__pycache__"} & set(path.parts)
             if path.is_file() and not path.name.endswith(running) and not made_by_releases:
                 stat = path.stat()
                 found[str(path.relative_to(self.root))] = (stat.st_size, stat.st_mtime_ns)

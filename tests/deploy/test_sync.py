@@ -206,6 +206,29 @@ def test_a_refused_sync_changes_nothing(host):
     assert host.tree() == before
 
 
+@pytest.mark.parametrize("at", ["copy_database", "sanitize"])
+def test_a_sync_killed_leaves_staging_whole_and_the_next_one_finishes(host, at):
+    env = releases("2026r2", "2026r1")
+    staging_db = host.root / R2 / "RandoPony-staging.sqlite"
+    before = riders_in(staging_db)
+    sign_up(host, PRODUCTION, f"after.{at.replace('_', '')}@gmail.com")
+    killed = host.fab(
+        "sync_staging", check=False, RANDOPONY_TEST_CRASH_AFTER_STEP=f"sync:{at}", **env
+    )
+    assert killed.returncode == 9, killed.stdout + killed.stderr
+    assert Rider(host, STAGING).get("/up").status_code == 200
+    assert riders_in(staging_db) == before  # nothing of the cut-off run is served
+    done = host.fab("sync_staging", **env)
+    if at == "sanitize":
+        assert "Finishing the sync of 2026r2 cut off after sanitize" in done.stdout
+        assert "→ copy_database" not in done.stdout
+    else:
+        assert "starting again" in done.stdout and "→ copy_database" in done.stdout
+    assert any(a.startswith(f"after.{at.replace('_', '')}.") for a in riders_in(staging_db))
+    assert not (host.root / "deploy/sync.json").exists()
+    assert not (host.root / R2 / "sync").exists()
+
+
 def test_nightly_schedule_runs_as_cron_runs_it(host):
     env = releases("2026r2", "2026r1")
     done = host.fab("schedule_sync_staging", "--at=3:07", **env)
