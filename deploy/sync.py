@@ -33,6 +33,7 @@ from pathlib import PurePosixPath
 
 from deploy import layout, records
 from deploy.hosts import Host, HostError
+from deploy.promote import Step
 from deploy.staging import DeployError, runtime
 from deploy.target import Target, TargetError
 
@@ -98,13 +99,6 @@ class Sync:
             "updated": records.now(),
         }
         self.host.write_text(state_file(self.host.root), json.dumps(state, indent=2) + "\n")
-
-
-@dataclass(frozen=True)
-class Step:
-    name: str
-    changes: str
-    run: Callable[[Sync], None]
 
 
 # The steps, in order.
