@@ -5,7 +5,9 @@ records each one's start and end before the next begins, with the promotion's st
 `deploy/promotion.json`, so a promotion killed anywhere is finished by `--resume`. Production keeps
 serving throughout: reads never stop, and writes are held at the router (never refused) only while
 the database is copied forward and the new release starts. The old release's files are never
-changed: they are the rollback point.
+changed: they are the rollback point. Large data goes ahead of the hold (databases, rider lists)
+and only what changed since is copied under it. `plan()` shows the steps as a numbered checklist
+with estimates, and during and after a run what is done (deploy/cutover_plan.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from deploy import layout, records, release_runtime
+from deploy import cutover_plan, layout, records, release_runtime
 from deploy.hosting_api import HostingAPI, HostingError
 from deploy.hosts import Host, HostError
 from deploy.staging import (
@@ -35,6 +37,7 @@ from deploy.target import Target, TargetError, hosting_session
 HOLD_SECONDS = 300
 CRASH_AFTER = "RANDOPONY_TEST_CRASH_AFTER_STEP"
 DB_NAMES = ("RandoPony-production.sqlite", "celery.sqlite")
+RIDER_LISTS = "rider_lists"  # organizers' rider list files (app/rider_lists.py), per release
 
 
 def promotion_file(root: PurePosixPath) -> PurePosixPath:
@@ -61,6 +64,9 @@ class Promotion:
     held_at: float | None = None
     hold_seconds: float | None = None
     copied_bytes: int = 0
+    # What the copies move (cutover_plan.measure) and each step's estimate, from the start.
+    sizes: dict[str, int] = field(default_factory=dict)
+    estimates: dict[str, float] = field(default_factory=dict)
 
     @property
     def new_dir(self) -> PurePosixPath | None:
@@ -91,6 +97,8 @@ class Promotion:
             "durations": self.durations,
             "hold_seconds": self.hold_seconds,
             "copied_bytes": self.copied_bytes,
+            "sizes": self.sizes,
+            "estimates": self.estimates,
             "by": records.who(),
             "updated": records.now(),
         }
@@ -107,7 +115,8 @@ class Step:
 
 # The steps, in order.
 
-ASIDE = "staging-aside"  # staging's databases and credentials, until the promotion is recorded
+# Staging's databases, credentials and rider lists, until the promotion is recorded.
+ASIDE = "staging-aside"
 
 
 def stop_staging(p: Promotion) -> None:
@@ -127,6 +136,13 @@ def prepare_release(p: Promotion) -> None:
     if not p.host.exists(aside / layout.CREDENTIALS):
         credentials = p.host.read_text(p.new_dir / layout.CREDENTIALS) or ""
         p.host.write_text(aside / layout.CREDENTIALS, credentials, mode=0o400)
+    # Staging's rider lists make room for production's; an empty folder aside if it had none,
+    # so that undoing knows the lists in the release are production's.
+    if not p.host.exists(aside / RIDER_LISTS):
+        if p.host.exists(p.new_dir / RIDER_LISTS):
+            p.host.run(["mv", "-T", "--", str(p.new_dir / RIDER_LISTS), str(aside / RIDER_LISTS)])
+        else:
+            p.host.mkdir(aside / RIDER_LISTS)
     for name in layout.LOGS.values():
         p.host.remove(p.new_dir / name)
     set_role(p.host, p.new_dir, p.new, "production")
@@ -244,6 +260,58 @@ def copy_databases(p: Promotion, run_in: PurePosixPath | None = None) -> None:
     p.copied_bytes = total
 
 
+def _rsync_files(p: Promotion, when: str) -> None:
+    """The old release's rider lists into the new one's, as rsync sees them: every file the
+    first time, only what changed since the next. The old release's files are only read."""
+    source = p.old_dir / RIDER_LISTS
+    if not p.host.is_dir(source):
+        p.target.echo("  no rider lists to carry")
+        return
+    argv = [
+        "rsync",
+        "-a",
+        "--omit-dir-times",
+        "--delete",
+        "--stats",
+        "--exclude=.*",  # a list being written (app/rider_lists.py writes a dot-file, renames)
+        f"{source}/",
+        f"{p.new_dir / RIDER_LISTS}/",
+    ]
+    answer = p.host.run(argv, check=False)
+    # 24: a file vanished between rsync's listing and its copy, as a list being replaced does.
+    if answer.returncode not in (0, 24):
+        raise DeployError(f"rsync of the rider lists failed: {answer.stderr.strip()}")
+    stats = rsync_stats(answer.stdout)
+    p.target.echo(
+        f"  rider lists: {stats['files']} file(s), {stats['sent'] / 1e6:.2f} MB transferred "
+        f"{when} (of {stats['total'] / 1e6:.2f} MB)"
+    )
+
+
+def rsync_stats(output: str) -> dict[str, int]:
+    """Files and bytes transferred, from `rsync --stats`."""
+    labels = {
+        "Number of regular files transferred": "files",
+        "Number of files transferred": "files",  # rsync before 3.1
+        "Total file size": "total",
+        "Total transferred file size": "sent",
+    }
+    stats = {"files": 0, "total": 0, "sent": 0}
+    for line in output.splitlines():
+        label, _, value = line.partition(":")
+        if label.strip() in labels and value.split():
+            stats[labels[label.strip()]] = int(value.split()[0].replace(",", ""))
+    return stats
+
+
+def precopy_files(p: Promotion) -> None:
+    _rsync_files(p, "ahead of the hold")
+
+
+def copy_files(p: Promotion) -> None:
+    _rsync_files(p, "under the hold")
+
+
 def migrate_database(p: Promotion) -> None:
     answer = p.host.run(
         [
@@ -320,6 +388,8 @@ def _figures(p: Promotion) -> dict:
         "copied_bytes": p.copied_bytes,
         "steps": p.durations,
         "seconds": round(sum(p.durations.values()), 2),
+        "sizes": p.sizes,
+        "estimates": p.estimates,
     }
 
 
@@ -347,6 +417,12 @@ STEPS = (
         over_old,
     ),
     Step(
+        "precopy_files",
+        "copies production's rider lists ahead of the hold (rsync)",
+        precopy_files,
+        over_old,
+    ),
+    Step(
         "stop_old_worker",
         "the old worker finishes its task and stops; mail queues",
         stop_old_worker,
@@ -359,6 +435,12 @@ STEPS = (
         "copy_databases",
         "copies production's database and mail queue into the new release",
         copy_databases,
+        over_old,
+    ),
+    Step(
+        "copy_files",
+        "copies the rider lists changed since the precopy (rsync: only the diff)",
+        copy_files,
         over_old,
     ),
     Step("migrate_database", "alembic upgrade head on the copy", migrate_database, over_old),
@@ -463,6 +545,9 @@ def return_to_staging(p: Promotion) -> None:
     directory, aside = p.old_dir, p.old_dir / ASIDE
     for name in layout.database_files("production"):
         p.host.remove(directory / name)  # a copy of production's data: not staging's to keep
+    if p.host.exists(aside / RIDER_LISTS):  # else the lists there are staging's, never moved
+        p.host.remove(directory / RIDER_LISTS)  # production's copy
+        p.host.run(["mv", "-T", "--", str(aside / RIDER_LISTS), str(directory / RIDER_LISTS)])
     if p.host.exists(aside):
         for name in (*layout.database_files("staging"), layout.CREDENTIALS):
             if p.host.exists(aside / name):
@@ -501,6 +586,12 @@ ROLLBACK_STEPS = (
         switched,
     ),
     Step(
+        "precopy_files_back",
+        "copies the current rider lists ahead of the hold (rsync)",
+        precopy_files,
+        switched,
+    ),
+    Step(
         "stop_current_worker",
         "the current worker finishes its task and stops; mail queues",
         stop_old_worker,
@@ -516,6 +607,12 @@ ROLLBACK_STEPS = (
         "copy_back",
         "copies the current database and mail queue into the previous release",
         copy_back,
+        switched,
+    ),
+    Step(
+        "copy_files_back",
+        "copies the rider lists changed since the precopy (rsync: only the diff)",
+        copy_files,
         switched,
     ),
     Step(
@@ -576,8 +673,13 @@ ROLLBACK_STEPS = (
 )
 
 
-def plan(p: Promotion) -> list[str]:
-    steps = STEPS if p.kind == "promote" else ROLLBACK_STEPS
+def _steps(p: Promotion) -> tuple[Step, ...]:
+    return STEPS if p.kind == "promote" else ROLLBACK_STEPS
+
+
+def plan(p: Promotion, current: tuple[str, str] | None = None) -> list[str]:
+    """The numbered checklist: each step, what it touches and its estimate; once the run has
+    begun, which steps are done (with their durations), `current` (running or failed), pending."""
     if p.kind == "promote":
         lines = [f"Promote {p.webapp(p.new)} to production at http://{p.target.production_domain}/"]
         if p.old:
@@ -589,11 +691,64 @@ def plan(p: Promotion) -> list[str]:
             f"Undo the interrupted promotion of {p.webapp(p.old)}: production stays "
             f"{p.webapp(p.new) if p.new else 'empty'}; {p.old} goes back to staging:"
         ]
-    applying = [step for step in steps if step.applies(p)]
-    for number, step in enumerate(applying, 1):
-        state = "done  " if step.name in p.done else ""
-        lines.append(f"  {number}. {state}{step.name}: {step.changes}")
+    found = estimate(p)
+    if p.sizes:
+        lines.append(f"  On the host: {cutover_plan.describe_sizes(p.sizes)}")
+    return lines + cutover_plan.render(_rows(p, current)) + [cutover_plan.legend(found)]
+
+
+def estimate(p: Promotion) -> dict[str, cutover_plan.Estimate]:
+    """Each step's estimate from the sizes on the host and the host's history. The first ones
+    are kept (in promotion.json), so a run is measured against what was planned."""
+    names = [step.name for step in _steps(p) if step.applies(p)]
+    if not p.sizes and p.old and any(cutover_plan.size_kind(name) for name in names):
+        p.sizes = cutover_plan.measure(p.host, p.old_dir, DB_NAMES, RIDER_LISTS)
+    found = cutover_plan.estimates(names, p.kind, p.sizes, records.history(p.host))
+    if not p.estimates:
+        p.estimates = {name: value.seconds for name, value in found.items()}
+    return found
+
+
+def _rows(p: Promotion, current: tuple[str, str] | None = None) -> list[cutover_plan.Row]:
+    # Undoing a promotion killed under its hold: writes are held until release_writes.
+    holding = undoing(p) and "hold_writes" in (p.undo or [])
+    return cutover_plan.rows(
+        [(step.name, step.changes) for step in _steps(p) if step.applies(p)],
+        p.estimates,
+        done=p.done,
+        durations=p.durations,
+        current=current,
+        holding=holding,
+        sizes=p.sizes,
+    )
+
+
+def progress(p: Promotion, state: dict) -> list[str]:
+    """The plan of a run under way (from another terminal) or interrupted: done, running (the
+    journal's last step started and not finished), pending."""
+    journal = p.host.run(["tail", "-n", "50", str(layout.journal(p.host.root))], check=False)
+    current = cutover_plan.running_step(
+        journal.stdout, p.kind, p.new or p.old, since=state.get("updated")
+    )
+    holder = records.lock_holder(p.host)
+    how = "`fab rollback_production --resume` finishes it"
+    if p.kind == "promote":
+        how = "`fab promote_staging_to_production --resume` finishes it, `fab rollback_production`"
+        how += " undoes it"
+    lines = plan(p, current)
+    saved = f"saved {state.get('updated', '?')} by {state.get('by', '?')}"
+    lock = "the lock is held" if holder else "no lock held"
+    lines.insert(1, f"  Under way, or interrupted ({saved}; {lock}). If interrupted, {how}.")
     return lines
+
+
+def last_run(host: Host) -> list[str]:
+    """The last promotion or rollback in the host's history, measured against its plan."""
+    touches = {
+        "promote": {step.name: step.changes for step in STEPS},
+        "rollback": {step.name: step.changes for step in ROLLBACK_STEPS},
+    }
+    return cutover_plan.last_run(records.history(host), touches)
 
 
 def preflight(target: Target, host: Host, api: HostingAPI) -> tuple[str | None, str]:
@@ -656,7 +811,22 @@ def _restore(p: Promotion, state: dict) -> Promotion:
     p.durations = state.get("durations", {})
     p.copied_bytes = state.get("copied_bytes", 0)
     p.hold_seconds = state.get("hold_seconds")
+    p.sizes = state.get("sizes") or {}
+    p.estimates = state.get("estimates") or {}
     return p
+
+
+def _saved(target: Target, host: Host, api: HostingAPI, state: dict) -> Promotion:
+    """The run (under way or interrupted) that the host's promotion.json describes."""
+    kind = state.get("kind", "promote")
+    p = Promotion(target, host, api, state["new"], state["old"], kind=kind, undo=state.get("undo"))
+    return _restore(p, state)
+
+
+def _echo(target: Target, lines: list[str]) -> list[str]:
+    for line in lines:
+        target.echo(line)
+    return lines
 
 
 def promote(
@@ -675,6 +845,8 @@ def promote(
     try:
         with hosting_session(target, host, password) as api:
             state = _interrupted(host)
+            if plan_only and state:  # a run under way (or interrupted): where it is
+                return {"planned": _echo(target, progress(_saved(target, host, api, state), state))}
             if state and state.get("kind", "promote") != "promote":
                 raise TargetError(
                     f"a rollback to {state['new']} was interrupted: finish it with "
@@ -692,13 +864,16 @@ def promote(
                     raise TargetError("there is no interrupted promotion to resume")
                 old, new = state["old"], state["new"]
             else:
-                old, new = preflight(target, host, api)
+                try:
+                    old, new = preflight(target, host, api)
+                except TargetError as refused:
+                    if not plan_only:
+                        raise
+                    return {"planned": _echo(target, _next_plan(target, host, api, refused))}
             p = Promotion(target, host, api, new, old, wrangler_password, demo)
             if state:
                 _restore(p, state)
-            lines = plan(p)
-            for line in lines:
-                target.echo(line)
+            lines = _echo(target, plan(p))
             if plan_only:
                 return {"planned": lines}
             if not yes and not resume and not (confirm and confirm("Promote now?")):
@@ -717,6 +892,16 @@ def promote(
             return {"production": new, "previous": old, **_figures(p)}
     finally:
         host.close()
+
+
+def _next_plan(target: Target, host: Host, api: HostingAPI, refused: TargetError) -> list[str]:
+    """--plan when there is nothing to promote yet (after a run, say): why, the plan of the
+    next promotion over today's production, and how the last run went."""
+    lines = [f"Not ready to promote: {refused}"]
+    production = records.read_roles(host).get("production")
+    if target.staging_release != production:
+        lines += plan(Promotion(target, host, api, target.staging_release, production))
+    return lines + last_run(host)
 
 
 def undo_failed_promotion(p: Promotion, failure: StepFailed) -> None:
@@ -749,6 +934,7 @@ def run_steps(p: Promotion, steps: tuple[Step, ...]) -> None:
     """Run the steps not yet done, journaled, saving the state after each, so a run killed
     anywhere is taken up by --resume; the state file goes once the last step is done."""
     journal = records.Journal(p.host, p.kind, p.new or p.old)
+    estimate(p)
     p.save()
     _crash_point(p, "start")
     for step in steps:
@@ -761,6 +947,7 @@ def run_steps(p: Promotion, steps: tuple[Step, ...]) -> None:
         try:
             with journal.step(step.name):
                 step.run(p)
+                _crash_point(p, f"in:{step.name}")  # killed before the step's end is written
         except FAILURES as error:
             p.target.echo(f"✗ {step.name} failed after {time.monotonic() - step_started:.1f} s")
             raise StepFailed(f"{step.name} failed: {error}") from None
@@ -770,11 +957,14 @@ def run_steps(p: Promotion, steps: tuple[Step, ...]) -> None:
         p.target.echo(f"✓ {step.name} ({p.durations[step.name]:.1f} s)")
         _crash_point(p, step.name)
     p.host.remove(promotion_file(p.host.root))
+    p.target.echo("Measured against the plan:")
+    _echo(p.target, cutover_plan.render(_rows(p), p.hold_seconds))
 
 
 def _crash_point(p: Promotion, name: str) -> None:
     """Fault injection for the tests: a kill -9 at this step boundary ("promote:hold_writes",
-    "rollback:copy_back"; a bare step name means the promotion's)."""
+    "rollback:copy_back"; a bare step name means the promotion's), or inside a step, its work
+    done but its end not journaled ("in:precopy_files")."""
     wanted = os.environ.get(CRASH_AFTER)
     if wanted and wanted in (f"{p.kind}:{name}", name if p.kind == "promote" else None):
         os._exit(9)
@@ -807,18 +997,7 @@ def rollback(
                         f"a rollback to {state['new']} was interrupted: finish it with "
                         "`fab rollback_production --resume`"
                     )
-                p = _restore(
-                    Promotion(
-                        target,
-                        host,
-                        api,
-                        state["new"],
-                        state["old"],
-                        kind="rollback",
-                        undo=state.get("undo"),
-                    ),
-                    state,
-                )
+                p = _saved(target, host, api, state)
             elif resume:
                 raise TargetError("there is no interrupted rollback to resume")
             elif state:  # an interrupted promotion, undone
@@ -838,8 +1017,7 @@ def rollback(
                 if previous in roles.get("bad", []):
                     raise TargetError(f"{previous} is marked bad; it is not a rollback target")
                 p = Promotion(target, host, api, previous, current, kind="rollback")
-            for line in plan(p):
-                target.echo(line)
+            _echo(target, plan(p))
             if not yes and not resume and not (confirm and confirm("Roll back now?")):
                 raise TargetError("not confirmed; nothing changed")
             # Undoing a promotion takes over the lock its dead (or failed) run left.

@@ -6,7 +6,8 @@ rollback under load; a promotion killed (kill -9, as `os._exit`) at every step b
 finished by `--resume`; killed at each boundary before the domain moves and undone by
 `fab rollback_production`; killed at each boundary after it and rolled back, the rollback itself
 killed and resumed; a failing migration and a release failing its health check, undone on the
-spot. Production serves all along and no registration is lost."""
+spot. Production serves all along, no registration is lost, organizers' rider lists go along
+with the data, and the plan's estimates hold within a factor of two."""
 
 import itertools
 import json
@@ -82,6 +83,33 @@ UNDO = step_names(promote.ROLLBACK_STEPS, undo=["stop_staging"])
 
 def release_db(host, release):
     return host.root / f"webapps/randopony{release}/RandoPony-production.sqlite"
+
+
+def rider_lists(host, release):
+    return host.root / f"webapps/randopony{release}/rider_lists"
+
+
+def estimated(plan):
+    """{step: seconds} and the total, from the checklist `--plan` prints."""
+    steps = {
+        name: float(value) * (60 if unit == "min" else 1)
+        for name, value, unit in re.findall(
+            r"^\s+\d+\. (\w+)\s+pending\s+([\d.]+) (s|min)", plan, re.MULTILINE
+        )
+    }
+    total = re.search(r"Estimated: ([\d.]+) s in all", plan)
+    return steps, float(total.group(1))
+
+
+def within_two(estimate, measured):
+    return measured / 2 <= estimate <= measured * 2
+
+
+def tree(host):
+    """The host's files as the release machinery writes them (conftest's tree), without the
+    bytecode a release's processes cache as they import lazily (openpyxl, at a worker's first
+    rider list): that comes by itself, at any time after a promotion."""
+    return {path: stat for path, stat in host.tree().items() if "__pycache__" not in path}
 
 
 def state_file(host):
@@ -165,6 +193,24 @@ def test_the_steps_cover_the_seed_guide_and_both_ways_of_undoing():
     assert "init_production_db" not in PROMOTION and "copy_databases" in BEFORE_SWITCH
     assert "copy_back" in FULL_ROLLBACK and "copy_back" not in UNDO
     assert "return_to_staging" in UNDO
+    # Files as Wikimedia moved mailman's lists: once before the hold, then only the diff.
+    order = PROMOTION.index
+    assert order("precopy_files") < order("stop_old_worker") < order("hold_writes")
+    assert order("copy_databases") < order("copy_files") < order("switch_domain")
+    order = FULL_ROLLBACK.index
+    assert order("precopy_files_back") < order("hold_writes") < order("copy_files_back")
+    assert "copy_files_back" not in UNDO
+
+
+def test_rsync_stats_are_read():
+    output = """
+Number of files: 5 (reg: 4, dir: 1)
+Number of regular files transferred: 3
+Total file size: 1,234,567 bytes
+Total transferred file size: 4,321 bytes
+"""
+    assert promote.rsync_stats(output) == {"files": 3, "total": 1234567, "sent": 4321}
+    assert promote.rsync_stats("") == {"files": 0, "total": 0, "sent": 0}
 
 
 def test_first_promotion_puts_staging_in_production(production):
@@ -188,14 +234,22 @@ def test_second_promotion_under_load_loses_nothing(production):
     r2 = dict(RANDOPONY_STAGING_RELEASE="2026r2", RANDOPONY_PRODUCTION_RELEASE="2026r1")
     production.fab("init_staging", **r2)
 
-    before_plan = production.tree()
+    # An organizer's list, and the lists the worker wrote for the sign-ups so far.
+    rider_lists(production, "2026r1").mkdir(exist_ok=True)
+    organizer = rider_lists(production, "2026r1") / "organizer-own.csv"
+    organizer.write_text("Last name,First name\nLoop,Before\n")
+    lists_before = [p.name for p in rider_lists(production, "2026r1").glob("[!.]*")]
+
+    before_plan = tree(production)
     plan = production.fab("promote_staging_to_production", "--plan", **r2).stdout
     assert (
         "replacing randopony2026r1" in plan
         and ". hold_writes" in plan
         and "precopy_databases" in plan
     )
-    assert production.tree() == before_plan  # --plan changes nothing
+    assert tree(production) == before_plan  # --plan changes nothing
+    estimates, total = estimated(plan)
+    assert list(estimates) == PROMOTION, plan
 
     client = LoopingClient(production, event, "during")
     client.start()
@@ -206,6 +260,14 @@ def test_second_promotion_under_load_loses_nothing(production):
     client.join(60)
 
     assert "Production is 2026r2" in done.stdout
+    assert "Measured against the plan:" in done.stdout and "Took " in done.stdout
+    # The rider lists went forward: every file, the organizer's as it was.
+    lists_after = {p.name for p in rider_lists(production, "2026r2").iterdir()}
+    assert set(lists_before) <= lists_after, (lists_before, lists_after)
+    assert (rider_lists(production, "2026r2") / organizer.name).read_text() == organizer.read_text()
+    assert re.search(
+        r"rider lists: \d+ file\(s\), [\d.]+ MB transferred under the hold", done.stdout
+    )
     assert client.failures == [], client.failures
     assert client.requests > 20 and len(client.signed_up) > 5
     stored = riders_in(production.root / R2 / "RandoPony-production.sqlite")
@@ -223,6 +285,16 @@ def test_second_promotion_under_load_loses_nothing(production):
     promotion = history[-1]
     assert promotion["event"] == "promote" and promotion["previous"] == "2026r1"
     assert promotion["write_hold_seconds"] > 0 and "copy_databases" in promotion["steps"]
+    # The plan told how long: each step that takes a while, and the whole, within 2x.
+    measured = promotion["steps"]  # all but record_promotion, which writes them
+    report = "\n".join(
+        f"{name}: estimated {estimates[name]} s, took {measured.get(name)} s" for name in PROMOTION
+    )
+    for name, seconds in measured.items():
+        if seconds >= 0.5:
+            assert within_two(estimates[name], seconds), report
+    assert within_two(total, promotion["seconds"]), f"{report}\ntotal {total} s:\n{done.stdout}"
+    assert promotion["estimates"].keys() == estimates.keys() and promotion["sizes"]["databases"]
 
 
 def test_the_old_release_files_are_untouched_rollback_point(production):
@@ -231,7 +303,7 @@ def test_the_old_release_files_are_untouched_rollback_point(production):
 
 
 def test_promoting_with_nothing_on_staging_is_refused(production):
-    before = production.tree()
+    before = tree(production)
     done = production.fab(
         "promote_staging_to_production",
         "--yes",
@@ -240,7 +312,14 @@ def test_promoting_with_nothing_on_staging_is_refused(production):
         RANDOPONY_STAGING_RELEASE="2026r3",
     )
     assert done.returncode == 1 and "staging release is None" in done.stderr
-    assert production.tree() == before
+    assert tree(production) == before
+    # --plan says why, shows the next promotion's plan, and how the last one went.
+    plan = production.fab("promote_staging_to_production", "--plan", **releases("2026r3", "2026r2"))
+    assert plan.stdout.startswith("Not ready to promote: the host's staging release is None")
+    assert "Promote randopony2026r3 to production" in plan.stdout
+    assert ". copy_files" in plan.stdout and "Estimated: " in plan.stdout
+    assert "Last run: promote of 2026r2" in plan.stdout
+    assert re.search(r"\d+\. copy_databases\s+done\s+[\d.]+ s\s+[\d.]+ s", plan.stdout)
 
 
 def test_a_second_promotion_is_refused_while_one_holds_the_lock(production):
@@ -261,7 +340,7 @@ def test_a_second_promotion_is_refused_while_one_holds_the_lock(production):
 
 
 def test_the_fabfile_must_agree_with_the_host_about_production(production):
-    before = production.tree()
+    before = tree(production)
     done = production.fab(
         "promote_staging_to_production",
         "--yes",
@@ -270,15 +349,22 @@ def test_the_fabfile_must_agree_with_the_host_about_production(production):
         RANDOPONY_PRODUCTION_RELEASE="2026r1",
     )
     assert done.returncode == 1
-    assert production.tree() == before
+    assert tree(production) == before
 
 
 def test_rollback_under_load_keeps_every_registration(production, load):
     rider = Rider(production)
     assert rider.sign_up(production.event, "on-r2@example.org").status_code == 302
+    lists = rider_lists(production, "2026r2")
+    (lists / "written-on-r2.csv").write_text("Last name\nOnR2\n")
     done = production.fab("rollback_production", "--yes", **releases("2026r3", "2026r2"))
     signed_up = settle(load)
     assert "Production is 2026r1 again" in done.stdout
+    assert re.search(r"\d+\. copy_files_back\s+pending\s+[\d.]+ s", done.stdout)  # the plan
+    assert "Measured against the plan:" in done.stdout
+    assert (
+        rider_lists(production, "2026r1") / "written-on-r2.csv"
+    ).read_text() == "Last name\nOnR2\n"
     assert serving(production) == "2026r1"
     database = production.root / R1 / "RandoPony-production.sqlite"
     assert_stored_once(database, ["before0@example.org", "on-r2@example.org", *signed_up])
@@ -298,16 +384,37 @@ def test_rollback_under_load_keeps_every_registration(production, load):
 def test_a_promotion_killed_at_every_step_is_finished_by_resume(production, load):
     r3 = releases("2026r3", "2026r1")
     production.fab("init_staging", **r3)
+    old_lists = rider_lists(production, "2026r1")
+    (old_lists / "changed.csv").write_text("before the precopy\n")
+    (old_lists / "deleted.csv").write_text("gone by the hold\n")
     for number, boundary in enumerate(["start", *PROMOTION]):
         resume = ["--resume"] if number else []
+        if boundary == "precopy_files":
+            # Killed inside a step: `--plan` from another terminal shows where the run is.
+            at = f"in:{boundary}"
+            crash(production, "promote_staging_to_production", "--yes", *resume, at=at, **r3)
+            plan = production.fab("promote_staging_to_production", "--plan", **r3).stdout
+            for name in PROMOTION[: number - 1]:
+                assert re.search(rf"\d+\. {name}\s+done\s+[\d.]+ s\s+[\d.]+ s", plan), plan
+            assert re.search(rf"\d+\. {boundary}\s+running\s+[\d.]+ s\s", plan), plan
+            for name in PROMOTION[number:]:
+                assert re.search(rf"\d+\. {name}\s+pending\s+[\d.]+ s\s", plan), plan
+            assert f"Done {number - 1} of {len(PROMOTION)} steps" in plan
         crash(production, "promote_staging_to_production", "--yes", *resume, at=boundary, **r3)
         assert json.loads(state_file(production).read_text())["done"] == PROMOTION[:number]
         assert serving(production) in ("2026r1", "2026r3")
         if boundary == "copy_databases":  # once is enough: a plain promote is refused meanwhile
             again = production.fab("promote_staging_to_production", "--yes", check=False, **r3)
             assert again.returncode == 1 and "--resume" in again.stderr
+        if boundary == "precopy_files":  # written after the precopy: the hold's diff carries it
+            (old_lists / "changed.csv").write_text("changed after the precopy\n")
+            (old_lists / "deleted.csv").unlink()
+            (old_lists / "late.csv").write_text("written after the precopy\n")
     done = production.fab("promote_staging_to_production", "--resume", **r3)
     assert "Production is 2026r3" in done.stdout
+    new_lists = rider_lists(production, "2026r3")
+    assert (new_lists / "changed.csv").read_text() == "changed after the precopy\n"
+    assert (new_lists / "late.csv").exists() and not (new_lists / "deleted.csv").exists()
     signed_up = settle(load, crashed=True)
     assert serving(production) == "2026r3"
     assert_stored_once(release_db(production, "2026r3"), ["on-r2@example.org", *signed_up])
@@ -321,6 +428,9 @@ def test_a_promotion_killed_before_the_domain_moves_is_undone_by_rollback(produc
     goes on as it was, and the release is staging again, with its own data, ready to promote."""
     r4 = releases("2026r4", "2026r3")
     production.fab("init_staging", **r4)
+    staging_lists = rider_lists(production, "2026r4")
+    staging_lists.mkdir(exist_ok=True)
+    (staging_lists / "staging-own.csv").write_text("staging's own list\n")
     for boundary in UNDO_AT:
         crash(production, "promote_staging_to_production", "--yes", at=boundary, **r4)
         assert serving(production) == "2026r3"
@@ -330,6 +440,9 @@ def test_a_promotion_killed_before_the_domain_moves_is_undone_by_rollback(produc
         assert serving(production, STAGING) == "2026r4", boundary
         assert roles(production)["staging"] == "2026r4"
         assert not release_db(production, "2026r4").exists()  # production's data not left there
+        # Staging's rider lists are back, and production's copies are gone.
+        assert (staging_lists / "staging-own.csv").read_text() == "staging's own list\n", boundary
+        assert not (staging_lists / "late.csv").exists(), boundary
         assert not state_file(production).exists()
     signed_up = settle(load, crashed=True)
     assert_stored_once(release_db(production, "2026r3"), ["on-r2@example.org", *signed_up])
@@ -351,6 +464,7 @@ def test_a_promotion_killed_after_the_domain_moved_is_rolled_back(production, lo
     assert serving(production) == release
     rider = Rider(production)
     assert rider.sign_up(production.event, f"on-{release}@example.org").status_code == 302
+    (rider_lists(production, release) / f"on-{release}.csv").write_text(f"on {release}\n")
     chain = FULL_ROLLBACK if boundary == AFTER_SWITCH[0] else []
     for number, step in enumerate(["start", *chain]):
         resume = ["--resume"] if number else []
@@ -364,6 +478,9 @@ def test_a_promotion_killed_after_the_domain_moved_is_rolled_back(production, lo
     assert_stored_once(release_db(production, "2026r3"), emails)
     assert roles(production)["production"] == "2026r3" and release in roles(production)["bad"]
     assert not state_file(production).exists()
+    assert (
+        rider_lists(production, "2026r3") / f"on-{release}.csv"
+    ).read_text() == f"on {release}\n"
 
 
 FAILING_MIGRATION = '''"""Test migration: one brevet per rider (fails on production data).
@@ -448,7 +565,7 @@ def history(host):
 
 
 def test_cleanup_refuses_bad_input_a_held_lock_and_an_unfinished_promotion(production):
-    before, events = production.tree(), len(history(production))
+    before, events = tree(production), len(history(production))
     done = production.fab("cleanup_releases", "--keep=-1", "--yes", check=False, **AFTER_ALL)
     assert done.returncode == 1 and "error: --keep must be a whole number" in done.stderr
     done = production.fab("cleanup_releases", "--keep=0", check=False, **AFTER_ALL)
@@ -456,7 +573,7 @@ def test_cleanup_refuses_bad_input_a_held_lock_and_an_unfinished_promotion(produ
     assert "stays  2026r9: production" in done.stdout
     assert "stays  2026r3: rollback target" in done.stdout
     assert "goes   2026r1" in done.stdout and "goes   2026r5" in done.stdout
-    assert production.tree() == before and len(history(production)) == events
+    assert tree(production) == before and len(history(production)) == events
 
     state_file(production).write_text(json.dumps({"new": "2026r10", "old": "2026r9", "done": []}))
     try:
@@ -475,7 +592,7 @@ def test_cleanup_refuses_bad_input_a_held_lock_and_an_unfinished_promotion(produ
     finally:
         (lock / "holder.json").unlink()
         lock.rmdir()
-    assert production.tree() == before and len(history(production)) == events
+    assert tree(production) == before and len(history(production)) == events
 
 
 def test_cleanup_keeps_production_the_rollback_target_and_the_newest(production):
