@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from deploy import cutover_plan, layout, records, release_runtime
+from deploy import cutover_plan, file_mirror, layout, records, release_runtime
+from deploy.file_mirror import RIDER_LISTS
 from deploy.hosting_api import HostingAPI, HostingError
 from deploy.hosts import Host, HostError
 from deploy.staging import (
@@ -37,7 +38,6 @@ from deploy.target import Target, TargetError, hosting_session
 HOLD_SECONDS = 300
 CRASH_AFTER = "RANDOPONY_TEST_CRASH_AFTER_STEP"
 DB_NAMES = ("RandoPony-production.sqlite", "celery.sqlite")
-RIDER_LISTS = "rider_lists"  # organizers' rider list files (app/rider_lists.py), per release
 
 
 def promotion_file(root: PurePosixPath) -> PurePosixPath:
@@ -267,41 +267,14 @@ def _rsync_files(p: Promotion, when: str) -> None:
     if not p.host.is_dir(source):
         p.target.echo("  no rider lists to carry")
         return
-    argv = [
-        "rsync",
-        "-a",
-        "--omit-dir-times",
-        "--delete",
-        "--stats",
-        "--exclude=.*",  # a list being written (app/rider_lists.py writes a dot-file, renames)
-        f"{source}/",
-        f"{p.new_dir / RIDER_LISTS}/",
-    ]
-    answer = p.host.run(argv, check=False)
-    # 24: a file vanished between rsync's listing and its copy, as a list being replaced does.
-    if answer.returncode not in (0, 24):
-        raise DeployError(f"rsync of the rider lists failed: {answer.stderr.strip()}")
-    stats = rsync_stats(answer.stdout)
+    try:
+        stats = file_mirror.mirror(p.host, source, p.new_dir / RIDER_LISTS)
+    except HostError as error:
+        raise DeployError(str(error)) from None
     p.target.echo(
         f"  rider lists: {stats['files']} file(s), {stats['sent'] / 1e6:.2f} MB transferred "
         f"{when} (of {stats['total'] / 1e6:.2f} MB)"
     )
-
-
-def rsync_stats(output: str) -> dict[str, int]:
-    """Files and bytes transferred, from `rsync --stats`."""
-    labels = {
-        "Number of regular files transferred": "files",
-        "Number of files transferred": "files",  # rsync before 3.1
-        "Total file size": "total",
-        "Total transferred file size": "sent",
-    }
-    stats = {"files": 0, "total": 0, "sent": 0}
-    for line in output.splitlines():
-        label, _, value = line.partition(":")
-        if label.strip() in labels and value.split():
-            stats[labels[label.strip()]] = int(value.split()[0].replace(",", ""))
-    return stats
 
 
 def precopy_files(p: Promotion) -> None:

@@ -31,7 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from deploy import layout, records
+from deploy import file_mirror, layout, records
+from deploy.file_mirror import RIDER_LISTS
 from deploy.hosts import Host, HostError
 from deploy.promote import Step
 from deploy.staging import DeployError, runtime
@@ -39,7 +40,6 @@ from deploy.target import Target, TargetError
 
 CRASH_AFTER = "RANDOPONY_TEST_CRASH_AFTER_STEP"
 WORK = "sync"
-RIDER_LISTS = "rider_lists"
 STAGING_DB = "RandoPony-staging.sqlite"
 PRODUCTION_DB = "RandoPony-production.sqlite"
 
@@ -166,30 +166,12 @@ def mirror_files(s: Sync) -> None:
         s.figures.update(mirrored_bytes=0, mirrored_files=0)
         s.target.echo("  production has no rider list files")
         return
-    answer = s.host.run(
-        ["rsync", "-a", "--omit-dir-times", "--delete", "--stats", f"{source}/", f"{mirror}/"]
-    )
-    stats = rsync_stats(answer.stdout)
-    s.figures.update(
-        mirrored_bytes=stats.get("Total transferred file size", 0),
-        mirrored_files=stats.get("Number of regular files transferred", 0),
-        files_in_mirror=stats.get("Number of files", 0),
-    )
+    stats = file_mirror.mirror(s.host, source, mirror)
+    s.figures.update(mirrored_bytes=stats["sent"], mirrored_files=stats["files"])
     s.target.echo(
-        f"  {s.figures['mirrored_files']} file(s), {s.figures['mirrored_bytes'] / 1e3:.1f} kB "
-        "transferred (unchanged files are not)"
+        f"  {stats['files']} file(s), {stats['sent'] / 1e3:.1f} kB transferred of "
+        f"{stats['total'] / 1e3:.1f} kB (unchanged files are not)"
     )
-
-
-def rsync_stats(text: str) -> dict[str, int]:
-    """rsync --stats' figures: 'Number of files: 3 (reg: 2, dir: 1)' -> 3."""
-    found = {}
-    for line in text.splitlines():
-        name, sep, value = line.partition(":")
-        number = re.match(r"\s*([\d,]+)", value)
-        if sep and number:
-            found[name.strip()] = int(number.group(1).replace(",", ""))
-    return found
 
 
 def sanitize(s: Sync) -> None:

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from deploy import promote, supervisor
+from deploy import file_mirror, promote, supervisor
 from tests.deploy.riders import STAGING, LoopingClient, Rider, held_writes_only, riders_in
 
 R1, R2 = "webapps/randopony2026r1", "webapps/randopony2026r2"
@@ -103,13 +103,6 @@ def estimated(plan):
 
 def within_two(estimate, measured):
     return measured / 2 <= estimate <= measured * 2
-
-
-def tree(host):
-    """The host's files as the release machinery writes them (conftest's tree), without the
-    bytecode a release's processes cache as they import lazily (openpyxl, at a worker's first
-    rider list): that comes by itself, at any time after a promotion."""
-    return {path: stat for path, stat in host.tree().items() if "__pycache__" not in path}
 
 
 def state_file(host):
@@ -209,8 +202,8 @@ Number of regular files transferred: 3
 Total file size: 1,234,567 bytes
 Total transferred file size: 4,321 bytes
 """
-    assert promote.rsync_stats(output) == {"files": 3, "total": 1234567, "sent": 4321}
-    assert promote.rsync_stats("") == {"files": 0, "total": 0, "sent": 0}
+    assert file_mirror.rsync_stats(output) == {"files": 3, "total": 1234567, "sent": 4321}
+    assert file_mirror.rsync_stats("") == {"files": 0, "total": 0, "sent": 0}
 
 
 def test_first_promotion_puts_staging_in_production(production):
@@ -240,14 +233,14 @@ def test_second_promotion_under_load_loses_nothing(production):
     organizer.write_text("Last name,First name\nLoop,Before\n")
     lists_before = [p.name for p in rider_lists(production, "2026r1").glob("[!.]*")]
 
-    before_plan = tree(production)
+    before_plan = production.tree()
     plan = production.fab("promote_staging_to_production", "--plan", **r2).stdout
     assert (
         "replacing randopony2026r1" in plan
         and ". hold_writes" in plan
         and "precopy_databases" in plan
     )
-    assert tree(production) == before_plan  # --plan changes nothing
+    assert production.tree() == before_plan  # --plan changes nothing
     estimates, total = estimated(plan)
     assert list(estimates) == PROMOTION, plan
 
@@ -303,7 +296,7 @@ def test_the_old_release_files_are_untouched_rollback_point(production):
 
 
 def test_promoting_with_nothing_on_staging_is_refused(production):
-    before = tree(production)
+    before = production.tree()
     done = production.fab(
         "promote_staging_to_production",
         "--yes",
@@ -312,7 +305,7 @@ def test_promoting_with_nothing_on_staging_is_refused(production):
         RANDOPONY_STAGING_RELEASE="2026r3",
     )
     assert done.returncode == 1 and "staging release is None" in done.stderr
-    assert tree(production) == before
+    assert production.tree() == before
     # --plan says why, shows the next promotion's plan, and how the last one went.
     plan = production.fab("promote_staging_to_production", "--plan", **releases("2026r3", "2026r2"))
     assert plan.stdout.startswith("Not ready to promote: the host's staging release is None")
@@ -340,7 +333,7 @@ def test_a_second_promotion_is_refused_while_one_holds_the_lock(production):
 
 
 def test_the_fabfile_must_agree_with_the_host_about_production(production):
-    before = tree(production)
+    before = production.tree()
     done = production.fab(
         "promote_staging_to_production",
         "--yes",
@@ -349,7 +342,7 @@ def test_the_fabfile_must_agree_with_the_host_about_production(production):
         RANDOPONY_PRODUCTION_RELEASE="2026r1",
     )
     assert done.returncode == 1
-    assert tree(production) == before
+    assert production.tree() == before
 
 
 def test_rollback_under_load_keeps_every_registration(production, load):
@@ -565,7 +558,7 @@ def history(host):
 
 
 def test_cleanup_refuses_bad_input_a_held_lock_and_an_unfinished_promotion(production):
-    before, events = tree(production), len(history(production))
+    before, events = production.tree(), len(history(production))
     done = production.fab("cleanup_releases", "--keep=-1", "--yes", check=False, **AFTER_ALL)
     assert done.returncode == 1 and "error: --keep must be a whole number" in done.stderr
     done = production.fab("cleanup_releases", "--keep=0", check=False, **AFTER_ALL)
@@ -573,7 +566,7 @@ def test_cleanup_refuses_bad_input_a_held_lock_and_an_unfinished_promotion(produ
     assert "stays  2026r9: production" in done.stdout
     assert "stays  2026r3: rollback target" in done.stdout
     assert "goes   2026r1" in done.stdout and "goes   2026r5" in done.stdout
-    assert tree(production) == before and len(history(production)) == events
+    assert production.tree() == before and len(history(production)) == events
 
     state_file(production).write_text(json.dumps({"new": "2026r10", "old": "2026r9", "done": []}))
     try:
@@ -592,7 +585,7 @@ def test_cleanup_refuses_bad_input_a_held_lock_and_an_unfinished_promotion(produ
     finally:
         (lock / "holder.json").unlink()
         lock.rmdir()
-    assert tree(production) == before and len(history(production)) == events
+    assert production.tree() == before and len(history(production)) == events
 
 
 def test_cleanup_keeps_production_the_rollback_target_and_the_newest(production):
