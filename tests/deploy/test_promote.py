@@ -66,15 +66,15 @@ BEFORE_SWITCH = PROMOTION[: PROMOTION.index("switch_domain")]
 AFTER_SWITCH = PROMOTION[PROMOTION.index("switch_domain") :]
 # --resume is tested after a kill at every boundary in one chain (cheap). An undo or a rollback
 # ends the promotion, so each boundary costs a promotion of its own: by default the boundaries
-# where the undo does something different (before any change to production, with the old worker
-# stopped, with writes held, with the new app started; right after the switch, and after the
-# promotion was recorded), and every boundary with RANDOPONY_EVERY_BOUNDARY=1 (about 3 minutes
+# where the undo does something different (before any change to production, with writes held
+# and the old worker stopped, with the new app started; right after the switch, and after the
+# promotion was recorded), and every boundary with RANDOPONY_EVERY_BOUNDARY=1 (about 4 minutes
 # more).
 EVERY_BOUNDARY = os.environ.get("RANDOPONY_EVERY_BOUNDARY") == "1"
 UNDO_AT = (
     ["start", *BEFORE_SWITCH]
     if EVERY_BOUNDARY
-    else ["start", "stop_old_worker", "hold_writes", "start_new_release"]
+    else ["start", "hold_writes", "start_new_release"]
 )
 ROLLBACK_AFTER = AFTER_SWITCH if EVERY_BOUNDARY else [AFTER_SWITCH[0], AFTER_SWITCH[-1]]
 FULL_ROLLBACK = step_names(promote.ROLLBACK_STEPS)
