@@ -867,6 +867,25 @@ def promote(
         host.close()
 
 
+def ready(target: Target, password: str | None = None) -> list[str]:
+    """Every check a promotion makes before it changes anything, and its plan; raises
+    TargetError if it would be refused (an upgrade attempt asks before it syncs staging)."""
+    target.checked()
+    host = target.connect()
+    try:
+        with hosting_session(target, host, password) as api:
+            state = _interrupted(host)
+            if state:
+                raise TargetError(
+                    f"a {state.get('kind', 'promote')} of {state['new']} was interrupted: "
+                    "finish or undo it first"
+                )
+            old, new = preflight(target, host, api)
+            return _echo(target, plan(Promotion(target, host, api, new, old)))
+    finally:
+        host.close()
+
+
 def _next_plan(target: Target, host: Host, api: HostingAPI, refused: TargetError) -> list[str]:
     """--plan when there is nothing to promote yet (after a run, say): why, the plan of the
     next promotion over today's production, and how the last run went."""

@@ -75,7 +75,7 @@ def start(
     finally:
         host.close()
     # Every check of the promotion runs (and its plan shows) before anything changes.
-    promote.promote(target, plan_only=True, password=password)
+    promote.ready(target, password)
     question = (
         f"Refresh staging from production, then promote {target.staging_release} to production "
         f"for a {window}-minute upgrade attempt?"

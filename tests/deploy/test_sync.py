@@ -206,6 +206,22 @@ def test_a_refused_sync_changes_nothing(host):
     assert host.tree() == before
 
 
+def test_a_refused_upgrade_attempt_changes_nothing(host):
+    before = host.tree()
+    syncs = (host.root / "deploy/releases.log").read_text().count('"sync_staging"')
+    for args, env, said in (
+        (["--minutes=0"], releases("2026r2", "2026r1"), "invalid window '0'"),
+        (["--minutes=soon"], releases("2026r2", "2026r1"), "invalid window 'soon'"),
+        (["--accept", "--cancel"], releases("2026r2", "2026r1"), "give one of"),
+        (["--minutes=30"], releases("2026r2", "2026r9"), "production_release = '2026r1'"),
+        (["--accept"], releases("2026r2", "2026r1"), "no upgrade attempt open"),
+    ):
+        done = host.fab("upgrade_attempt", *args, "--yes", check=False, **env)
+        assert done.returncode == 1 and said in done.stderr, (args, done.stderr)
+    assert host.tree() == before
+    assert (host.root / "deploy/releases.log").read_text().count('"sync_staging"') == syncs
+
+
 @pytest.mark.parametrize("at", ["copy_database", "sanitize"])
 def test_a_sync_killed_leaves_staging_whole_and_the_next_one_finishes(host, at):
     env = releases("2026r2", "2026r1")
