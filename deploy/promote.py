@@ -67,6 +67,8 @@ class Promotion:
     # What the copies move (cutover_plan.measure) and each step's estimate, from the start.
     sizes: dict[str, int] = field(default_factory=dict)
     estimates: dict[str, float] = field(default_factory=dict)
+    # The new code's alembic head, learnt before the hold: a copy already there needs no alembic.
+    code_head: str | None = None
 
     @property
     def new_dir(self) -> PurePosixPath | None:
@@ -99,6 +101,7 @@ class Promotion:
             "copied_bytes": self.copied_bytes,
             "sizes": self.sizes,
             "estimates": self.estimates,
+            "code_head": self.code_head,
             "by": records.who(),
             "updated": records.now(),
         }
@@ -236,7 +239,11 @@ def _db_copy(p: Promotion, name: str, *options: str, run_in: PurePosixPath | Non
 
 
 def precopy_databases(p: Promotion, run_in: PurePosixPath | None = None) -> None:
-    """The bulk of the data, before writes are held, so the hold copies only what changed."""
+    """The bulk of the data, before writes are held, so the hold copies only what changed; and,
+    for a promotion, the new code's alembic head, so the hold starts no alembic process when
+    there is nothing to migrate."""
+    if p.kind == "promote":
+        p.code_head = _alembic_heads(p.host, p.new_dir)[0]
     for name in DB_NAMES:
         if p.host.exists(p.old_dir / name):
             copied = _db_copy(p, name, "--precopy", run_in=run_in)
@@ -285,7 +292,34 @@ def copy_files(p: Promotion) -> None:
     _rsync_files(p, "under the hold")
 
 
+def _alembic_heads(host: Host, directory: PurePosixPath) -> list[str]:
+    answer = host.run(
+        [
+            str(directory / layout.ENV / "bin" / "alembic"),
+            "-c",
+            layout.ini_name("production"),
+            "heads",
+        ],
+        cwd=directory,
+    )
+    return [word for word in answer.stdout.split() if word != "(head)"]
+
+
+REVISION = (
+    "import sqlite3, sys; "
+    "print(sqlite3.connect(sys.argv[1]).execute('SELECT version_num FROM alembic_version')"
+    ".fetchone()[0])"
+)
+
+
 def migrate_database(p: Promotion) -> None:
+    if p.code_head:
+        database = p.new_dir / DB_NAMES[0]
+        python = str(p.new_dir / layout.ENV / "bin" / "python")
+        current = p.host.run([python, "-c", REVISION, str(database)], check=False).stdout.strip()
+        if current == p.code_head:
+            p.target.echo(f"  already at the code's head {current}: no alembic run")
+            return
     answer = p.host.run(
         [
             str(p.new_dir / layout.ENV / "bin" / "alembic"),
@@ -475,16 +509,7 @@ def copy_back(p: Promotion) -> None:
 def migrate_down(p: Promotion) -> None:
     """Down to the previous release's head, with the newer release's scripts (the previous
     release's own scripts do not know the newer revisions)."""
-    heads = p.host.run(
-        [
-            str(p.new_dir / layout.ENV / "bin" / "alembic"),
-            "-c",
-            layout.ini_name("production"),
-            "heads",
-        ],
-        cwd=p.new_dir,
-    ).stdout.split()
-    head = heads[0]
+    head = _alembic_heads(p.host, p.new_dir)[0]
     database = p.new_dir / "RandoPony-production.sqlite"
     p.host.run(
         [
@@ -786,6 +811,7 @@ def _restore(p: Promotion, state: dict) -> Promotion:
     p.hold_seconds = state.get("hold_seconds")
     p.sizes = state.get("sizes") or {}
     p.estimates = state.get("estimates") or {}
+    p.code_head = state.get("code_head")
     return p
 
 
