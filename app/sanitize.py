@@ -17,6 +17,11 @@ model column cannot slip through unnoticed. As a safety net every text column, r
 scrubbed (addresses to the sink, production links to staging), and `sanitize` ends by scanning
 every text column of every table in the database and refuses (SanitizeError) if anything is left.
 
+On SQLite (the site's database) each table is rewritten by one UPDATE in which SQLite calls the
+rules' own functions, and the scan judges the values inside SQLite, so only what leaks reaches
+Python; with another database the rows go through Python in batches. Either way it all happens in
+the caller's transaction, and a refusal leaves the database as it was.
+
 Sessions are signed cookies checked with each release's own session secret, and the page cache's
 token is replaced below, so nothing else of production's carries over.
 
@@ -33,20 +38,28 @@ import re
 import sys
 import uuid
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sqlalchemy import (
     Column,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
+    and_,
     bindparam,
+    case,
+    cast,
     func,
     inspect,
+    or_,
     select,
     text,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import column as sql_column
 from sqlalchemy.sql import table as sql_table
 
@@ -80,6 +93,9 @@ class Rule:
     action: str
     reason: str
     rewrite: Callable[[str, Options], str] | None = None
+    # The same value always gives the same result: SQLite is told, and a result may be reused
+    # for the same value (`_sql_rewrite`). A rewrite that draws something random must say False.
+    deterministic: bool = True
 
 
 # --- Addresses and links --------------------------------------------------------------------
@@ -88,6 +104,14 @@ class Rule:
 # catch only the tail of an odd one): what matters is that the domain after "@" is caught.
 ADDRESS = r"[\w.%+'-]+@[\w-]+(?:\.[\w-]+)*"
 ADDRESS_RE = re.compile(ADDRESS)
+# A hostname in lower-case ASCII letters, digits and hyphens.
+PLAIN_HOSTNAME = re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)*")
+# Characters outside ASCII that Python takes for ASCII letters: str.lower() makes the dotted
+# capital I an i (and a dot) and the Kelvin sign a k, and IGNORECASE also matches the dotless i
+# and the long s with i and s (tests/test_sanitize.py checks this Python's Unicode tables).
+CASE_LIKE_ASCII = "\u0130\u0131\u017f\u212a"
+NOT_ALPHANUMERIC = re.compile(r"[^a-z0-9]+")
+LIST_SEPARATOR = re.compile(r"[,;]")
 
 
 def host_pattern(domain: str) -> str:
@@ -117,7 +141,7 @@ def sink_address(address: str, sink_domain: str = DEFAULT_SINK_DOMAIN) -> str:
         return address
     normalized = address.lower()
     digest = hashlib.sha256(normalized.encode()).hexdigest()[:DIGEST_LENGTH]
-    readable = re.sub(r"[^a-z0-9]+", ".", normalized).strip(".")
+    readable = NOT_ALPHANUMERIC.sub(".", normalized).strip(".")
     readable = readable[: MAX_LOCAL_PART - DIGEST_LENGTH - 1].rstrip(".")
     local = f"{readable}.{digest}" if readable else digest
     return f"{local}@{sink_domain}"
@@ -125,7 +149,10 @@ def sink_address(address: str, sink_domain: str = DEFAULT_SINK_DOMAIN) -> str:
 
 def sink_address_list(value: str, options: Options) -> str:
     """'a@x, b@y' -> 'a.x.<hash>@sink, b.y.<hash>@sink' (organizer_email holds lists)."""
-    addresses = [a.strip() for a in re.split(r"[,;]", value) if a.strip()]
+    if "," not in value and ";" not in value:  # one address (or none): the same, sooner
+        address = value.strip()
+        return sink_address(address, options.sink_domain) if address else ""
+    addresses = [a.strip() for a in LIST_SEPARATOR.split(value) if a.strip()]
     return ", ".join(sink_address(a, options.sink_domain) for a in addresses)
 
 
@@ -134,17 +161,20 @@ def scrub(value: str, options: Options) -> str:
     staging one. A value with neither comes back unchanged."""
     if "@" not in value and options.production_domain not in value.lower():
         return value
-    pattern = re.compile(
-        rf"(?P<address>{ADDRESS})|(?P<host>{host_pattern(options.production_domain)})",
-        re.IGNORECASE,
-    )
 
     def replace(match: re.Match) -> str:
         if match.group("address"):
             return sink_address(match.group("address"), options.sink_domain)
         return options.staging_domain
 
-    return pattern.sub(replace, value)
+    return _scrub_re(options.production_domain).sub(replace, value)
+
+
+@lru_cache(maxsize=8)
+def _scrub_re(production_domain: str) -> re.Pattern:
+    return re.compile(
+        rf"(?P<address>{ADDRESS})|(?P<host>{host_pattern(production_domain)})", re.IGNORECASE
+    )
 
 
 def _staging_password(_value: str, options: Options) -> str:
@@ -179,7 +209,7 @@ def staging_password(reason: str) -> Rule:
 
 def regenerated(reason: str) -> Rule:
     """A secret or token: replaced by a new random uuid."""
-    return Rule("regenerate", reason, _new_secret)
+    return Rule("regenerate", reason, _new_secret, deterministic=False)
 
 
 def kept(reason: str) -> Rule:
@@ -245,6 +275,9 @@ EMPTIED: dict[str, str] = {
     "a row left unsent would be sent from staging",
 }
 
+# What happens to a text column with no rule of its own (or a rule that rewrites nothing).
+SAFETY_NET = Rule("scrub", "any text column: the safety net", scrub)
+
 # Column names that suggest personal data, contact details, links or secrets. Text (unbounded
 # free text) columns count too, whatever their name.
 PERSONAL_LOOKING = re.compile(
@@ -299,7 +332,7 @@ def describe_rules(metadata: MetaData | None = None) -> list[tuple[str, str, str
             elif (rule := rule_for(table.name, column.name)) is not None:
                 rows.append((name, rule.action, rule.reason))
             elif isinstance(column.type, String):
-                rows.append((name, "scrub", "any text column: the safety net"))
+                rows.append((name, SAFETY_NET.action, SAFETY_NET.reason))
             else:
                 rows.append((name, "keep", "not text"))
     return rows
@@ -392,17 +425,75 @@ def _check_revision(connection) -> None:
         )
 
 
-def _sanitize_table(connection, table: Table, options: Options) -> int:
-    """Rewrite the table's ruled and text columns in batches of rows; returns rows changed."""
+def _rewrites(table: Table) -> dict[str, Rule]:
+    """column -> the rule that rewrites it: its own, or the safety net for any other text column.
+    Columns whose rule changes every value (not the scrub) first."""
     rewrites = {}
     for column in table.columns:
         rule = rule_for(table.name, column.name)
         if rule is not None and rule.rewrite is not None:
-            rewrites[column.name] = rule.rewrite
+            rewrites[column.name] = rule
         elif isinstance(column.type, String):
-            rewrites[column.name] = scrub
+            rewrites[column.name] = SAFETY_NET
+    return dict(sorted(rewrites.items(), key=lambda item: item[1].rewrite is scrub))
+
+
+def _sanitize_table(connection, table: Table, options: Options) -> int:
+    """Rewrite the table's ruled and text columns; returns the rows changed (a row counts once
+    however many of its values change, and a row none of whose values change is not written)."""
+    rewrites = _rewrites(table)
     if not rewrites:
         return 0
+    if connection.dialect.name == "sqlite":
+        return _sanitize_table_in_sql(connection, table, rewrites, options)
+    return _sanitize_table_by_rows(connection, table, rewrites, options)
+
+
+def _sanitize_table_in_sql(connection, table: Table, rewrites: dict[str, Rule], options) -> int:
+    """One statement for the whole table, SQLite calling the rules' own functions:
+
+        UPDATE t SET a = f(a), b = g(b) WHERE f(a) IS NOT a OR g(b) IS NOT b
+
+    IS NOT is equality where NULL equals NULL (a NULL stays NULL), under the binary collation
+    (Python's ==): the rows written and counted are the rows the rules change, as by rows. SQLite
+    calls f(a) in WHERE and again in SET: the function remembers its last value (`_sql_rewrite`).
+    The scrub is only called for a value SQLite cannot tell it keeps (`_may_hold`)."""
+    functions, new = {}, {}
+    for i, (name, rule) in enumerate(rewrites.items()):
+        sql_name = f"randopony_sanitize_{i}"
+        functions[sql_name] = (_sql_rewrite(rule, options), rule.deterministic)
+        column = table.c[name]
+        new[name] = getattr(func, sql_name)(column)
+        if rule.rewrite is scrub:
+            # scrub returns a value without "@" nor the production hostname as it is
+            may_change = _may_hold(column, options.production_domain)
+            new[name] = case((may_change, new[name]), else_=column)
+    changed = or_(*(new[name].collate("BINARY").is_distinct_from(table.c[name]) for name in new))
+    with _sql_functions(connection, functions):
+        return connection.execute(table.update().values(new).where(changed)).rowcount
+
+
+def _sql_rewrite(rule: Rule, options: Options) -> Callable:
+    """The rule's rewrite as a function of one value; NULL stays NULL. A deterministic one keeps
+    its last value and result, so the same value (the same row's, in WHERE then SET) is rewritten
+    once."""
+    rewrite = rule.rewrite
+    if not rule.deterministic:
+        return lambda value: None if value is None else rewrite(value, options)
+    last = [None, None]
+
+    def call(value):
+        if value is None:
+            return None
+        if type(value) is not str or value != last[0]:
+            last[:] = value, rewrite(value, options)
+        return last[1]
+
+    return call
+
+
+def _sanitize_table_by_rows(connection, table: Table, rewrites: dict[str, Rule], options) -> int:
+    """For other databases than SQLite: the rows in batches, rewritten in Python."""
     [key] = table.primary_key.columns
     statement = (
         table.update()
@@ -421,8 +512,8 @@ def _sanitize_table(connection, table: Table, options: Options) -> int:
         for row in rows:
             old = row._mapping
             new = {
-                name: (rewrite(old[name], options) if old[name] is not None else None)
-                for name, rewrite in rewrites.items()
+                name: (rule.rewrite(old[name], options) if old[name] is not None else None)
+                for name, rule in rewrites.items()
             }
             if any(new[name] != old[name] for name in rewrites):
                 updates.append(
@@ -432,6 +523,40 @@ def _sanitize_table(connection, table: Table, options: Options) -> int:
             connection.execute(statement, updates)
             changed += len(updates)
         last = rows[-1][0]
+
+
+@contextmanager
+def _sql_functions(connection, functions: dict[str, tuple[Callable, bool]]):
+    """name -> (function of one value, deterministic): callable from SQL on the SQLite connection
+    behind `connection` while inside, and gone after (they hold the options), with LIKE ignoring
+    ASCII letters' case. SQLite only says that a function failed: the function's own exception is
+    raised instead."""
+    driver = connection.connection.driver_connection
+    errors: list[Exception] = []
+
+    def recording(function):
+        def call(value):
+            try:
+                return function(value)
+            except Exception as error:
+                errors.append(error)
+                raise
+
+        return call
+
+    for name, (function, deterministic) in functions.items():
+        driver.create_function(name, 1, recording(function), deterministic=deterministic)
+    # SQLite's default, which the SQL around the functions counts on (`_may_hold`).
+    connection.exec_driver_sql("PRAGMA case_sensitive_like = OFF")
+    try:
+        yield
+    except DBAPIError as error:
+        if errors:
+            raise errors[0] from error
+        raise
+    finally:
+        for name in functions:
+            driver.create_function(name, 1, None)
 
 
 # --- Checking what is left --------------------------------------------------------------------
@@ -452,7 +577,23 @@ def find_leaks(
     connection, *, sink_domain: str = DEFAULT_SINK_DOMAIN, production_domain: str, limit=20
 ) -> list[Leak]:
     """Addresses outside the sink and the production hostname, in every text column of every
-    table of the database (not only the models' tables)."""
+    table of the database (not only the models' tables), each value judged by `leaks_in`.
+
+    On SQLite the values are judged where they are, by `leaks_in` as a SQL function, and only
+    those that leak come back. SQL passes over a value only where it can tell that `leaks_in`
+    finds nothing in it (`_may_hold`, `_only_a_sink_address`): the scan does not depend on what
+    the rules did. Elsewhere only values with "@" or the production hostname (LIKE) are read."""
+    if connection.dialect.name != "sqlite":
+        return _find_leaks(connection, sink_domain, production_domain, limit, in_sql=False)
+
+    def leaking(value) -> bool:
+        return bool(leaks_in(str(value), sink_domain, production_domain))
+
+    with _sql_functions(connection, {"randopony_leaking": (leaking, True)}):
+        return _find_leaks(connection, sink_domain, production_domain, limit, in_sql=True)
+
+
+def _find_leaks(connection, sink_domain, production_domain, limit, *, in_sql) -> list[Leak]:
     leaks = []
     inspector = inspect(connection)
     for table_name in inspector.get_table_names():
@@ -462,8 +603,15 @@ def find_leaks(
             name = info["name"]
             col = sql_column(name)
             query = select(col).select_from(sql_table(table_name, col))
-            query = query.where(col.contains("@") | col.contains(production_domain.lower()))
-            for (value,) in connection.execute(query):
+            if in_sql:
+                query = query.where(_may_hold(col, production_domain))
+                sink_only = _only_a_sink_address(col, sink_domain, production_domain)
+                if sink_only is not None:
+                    query = query.where(~sink_only)
+                query = query.where(func.randopony_leaking(col)).limit(limit - len(leaks))
+            else:
+                query = query.where(col.contains("@") | col.contains(production_domain.lower()))
+            for (value,) in connection.execute(query).all():
                 leaks += [
                     Leak(table_name, name, what, str(value))
                     for what, _found in leaks_in(str(value), sink_domain, production_domain)
@@ -471,6 +619,53 @@ def find_leaks(
                 if len(leaks) >= limit:
                     return leaks[:limit]
     return leaks
+
+
+def _may_hold(col, production_domain: str):
+    """SQL, false only for text that holds neither "@" nor the production hostname, not even as
+    Python reads it in lower case (str.lower) or ignoring case (IGNORECASE): then `scrub` returns
+    it as it is and `leaks_in` finds nothing in it. LIKE is cheap, but it stops at a NUL, only
+    knows ASCII letters' case (`_sql_functions` makes sure it ignores that case) and may never
+    match a blob: text with a NUL or one of CASE_LIKE_ASCII is left to Python, as is a blob, and
+    every value when the hostname is not ASCII. (A number holds neither.)"""
+    domain = production_domain.lower()
+    if not domain.isascii():
+        return col.is_not(None)
+    return or_(
+        col.like("%@%"),
+        col.like(f"%{domain}%"),  # a "_" or "%" in it matches more: no harm
+        and_(
+            _not_plain_ascii(col),
+            or_(
+                func.instr(col, func.char(0)) > 0,
+                *(func.instr(col, character) > 0 for character in CASE_LIKE_ASCII),
+            ),
+        ),
+        func.typeof(col) == "blob",
+    )
+
+
+def _not_plain_ascii(col):
+    """SQL: text with a character outside ASCII, or a NUL (its length in characters, which
+    length() counts up to a NUL, is not its length in bytes)."""
+    return func.length(col) != func.length(cast(col, LargeBinary))
+
+
+def _only_a_sink_address(col, sink_domain: str, production_domain: str):
+    """SQL, true only for a value in which `leaks_in` cannot find anything, so it need not be
+    asked: ASCII text without a NUL whose only "@" starts its end, "@" + the sink domain (in any
+    case), and without the production hostname. Any address ADDRESS_RE finds in it holds that
+    "@", and so ends with the sink domain whole (its characters all continue a domain). None
+    when the domains are not plain ASCII hostnames (then no value is passed over this way)."""
+    if not (PLAIN_HOSTNAME.fullmatch(sink_domain) and production_domain.isascii()):
+        return None
+    return and_(
+        col.like(f"%@{sink_domain}"),
+        ~col.like("%@%@%"),
+        ~col.like(f"%{production_domain.lower()}%"),
+        ~_not_plain_ascii(col),
+        func.typeof(col) == "text",
+    )
 
 
 def leaks_in(value: str, sink_domain: str, production_domain: str) -> list[tuple[str, str]]:
@@ -481,9 +676,14 @@ def leaks_in(value: str, sink_domain: str, production_domain: str) -> list[tuple
         for match in ADDRESS_RE.finditer(value)
         if not is_sink_address(match.group(), sink_domain)
     ]
-    host_re = re.compile(host_pattern(production_domain.lower()), re.IGNORECASE)
+    host_re = _host_re(production_domain.lower())
     found += [("the production hostname", match.group()) for match in host_re.finditer(value)]
     return found
+
+
+@lru_cache(maxsize=8)
+def _host_re(domain: str) -> re.Pattern:
+    return re.compile(host_pattern(domain), re.IGNORECASE)
 
 
 # --- What the sanitised database holds ------------------------------------------------------

@@ -5,10 +5,12 @@ hold personal data cannot be added without a rule."""
 import json
 import re
 import sqlite3
+import sys
+from contextlib import closing
 from datetime import datetime
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, select, text
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, inspect, select, text
 
 from app import sanitize
 from app.mail import unsent_email_ids
@@ -359,6 +361,327 @@ def test_a_database_behind_the_code_is_refused(app_settings, db):
     db.commit()
     with pytest.raises(SanitizeError, match="migrate it first"):
         run_sanitize(app_settings)
+
+
+# --- SQLite rewrites set-based: the same as the rules row by row ------------------------------
+
+# A production hostname with a "k" and an "i": Python lower-cases the Kelvin sign (U+212A) to
+# "k", so the scrub rewrites "BI\u212aE-PONY.LOCALHOST" where SQLite's ASCII lower() sees nothing.
+OTHER_PRODUCTION = "bike-pony.localhost"
+
+
+def odd_texts(production: str) -> list[str | None]:
+    return [
+        None,
+        "",
+        " ",
+        "plain words, no address",
+        "Zoë Ådahl-Østergård",
+        "ride 🚲 with me",
+        "nul\x00byte then ada@example.org",
+        "nul\x00byte only",
+        "ada@example.org",
+        "Ada@Example.ORG",
+        "tab\tada@example.org\nnext line",
+        "a@b@c.example.org",
+        "two: a@x.example.org,b@y.example.org; c@z.example.org",
+        "x.ab12cd34ef@sink.invalid",
+        "X.AB12CD34EF@SINK.INVALID",
+        "'quoted'@example.org and a%b@example.org",
+        "名前@例え.jp",
+        "l" * 80 + "@" + "d" * 70 + ".example.org",
+        f"see https://{production}/brevets/LM",
+        f"HTTPS://{production.upper()}:8080/X",
+        f"https://staging.{production}/ is staging already",
+        f"https://{production}.evil.example.com/ is not ours",
+        f"mail {production}@example.org",
+        "see BI\u212aE-PONY.LOCALHOST/x",
+        "İstanbul rider: İ@example.org",
+    ]
+
+
+def odd_addresses() -> list[str]:
+    return [
+        "Ada@Example.ORG",
+        " spaced@example.org ",
+        "a@x.example.org; b@y.example.org",
+        "",
+        "x.ab12cd34ef@sink.invalid",
+        "a!b@example.org",
+        "名前@例え.jp",
+    ]
+
+
+def add_odd_rows(app_settings, production: str) -> None:
+    """Riders, an event, a link and an address holding odd values, written with plain SQL (the
+    app's forms would normalise them)."""
+    texts, addresses = odd_texts(production), odd_addresses()
+    with sqlite3.connect(database_path(app_settings)) as connection:
+        [(brevet_id,)] = connection.execute("SELECT min(id) FROM brevets")
+        [(populaire_id,)] = connection.execute("SELECT min(id) FROM populaires")
+        for i, text_value in enumerate(texts):
+            email = addresses[i % len(addresses)] + ("" if i < len(addresses) else f" {i}")
+            name = texts[(i + 4) % len(texts)] or "N"
+            connection.execute(
+                "INSERT INTO brevet_riders (brevet_id, email, first_name, last_name, comment,"
+                " registered_at, bike_type, info_answer) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (brevet_id, email, name, f"L{i}", text_value, "2026-01-01 00:00:00", "x", name),
+            )
+            connection.execute(
+                "INSERT INTO populaire_riders (populaire_id, email, first_name, last_name,"
+                " comment, registered_at, distance) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (populaire_id, email, "P", f"L{i}", text_value, "2026-01-01 00:00:00", text_value),
+            )
+        connection.execute(
+            "UPDATE brevets SET start_locn = ?, start_map_url = NULL WHERE id = ?",
+            (f"Café at {production}", brevet_id),
+        )
+        connection.execute(
+            "INSERT INTO links (key, url) VALUES ('odd', ?)", (f"HTTPS://{production.upper()}/",)
+        )
+        connection.execute(
+            "INSERT INTO email_addresses (key, email) VALUES ('odd', ?)", (addresses[2],)
+        )
+
+
+def copy_database(app_settings, path) -> str:
+    with closing(sqlite3.connect(database_path(app_settings))) as source:
+        with closing(sqlite3.connect(path)) as copy:
+            source.backup(copy)
+    return str(path)
+
+
+def rules_in_python(path: str, options: sanitize.Options) -> dict[str, int]:
+    """The rules as RULES and the module docstring say, applied row by row with plain sqlite3:
+    a column's own rewrite, or the scrub for any other text column; NULL stays NULL."""
+    counts = {}
+    with sqlite3.connect(path) as connection:
+        for table in metadata.sorted_tables:
+            if table.name in sanitize.EMPTIED:
+                counts[table.name] = connection.execute(f"DELETE FROM {table.name}").rowcount
+                continue
+            rewrites = {}
+            for column in table.columns:
+                rule = sanitize.rule_for(table.name, column.name)
+                if rule is not None and rule.rewrite is not None:
+                    rewrites[column.name] = rule.rewrite
+                elif isinstance(column.type, String):
+                    rewrites[column.name] = sanitize.scrub
+            counts[table.name] = 0
+            if not rewrites:
+                continue
+            names = list(rewrites)
+            selected = ", ".join(f'"{name}"' for name in names)
+            for rowid, *old in connection.execute(f"SELECT rowid, {selected} FROM {table.name}"):
+                new = [
+                    None if value is None else rewrites[name](value, options)
+                    for name, value in zip(names, old, strict=True)
+                ]
+                if new != old:
+                    counts[table.name] += 1
+                    assignments = ", ".join(f'"{name}" = ?' for name in names)
+                    connection.execute(
+                        f"UPDATE {table.name} SET {assignments} WHERE rowid = ?", (*new, rowid)
+                    )
+    connection.close()
+    return counts
+
+
+def by_rows(path: str, options: sanitize.Options) -> dict[str, int]:
+    """The module's own row by row path (the one kept for other databases than SQLite)."""
+    engine = get_engine({"sqlalchemy.url": f"sqlite:///{path}"})
+    try:
+        with engine.begin() as connection:
+            return {
+                table.name: connection.execute(table.delete()).rowcount
+                if table.name in sanitize.EMPTIED
+                else sanitize._sanitize_table_by_rows(
+                    connection, table, sanitize._rewrites(table), options
+                )
+                for table in metadata.sorted_tables
+            }
+    finally:
+        engine.dispose()
+
+
+# Random by design: only checked to have changed.
+SECRETS = {("brevets", "uuid"), ("populaires", "uuid"), ("page_generation", "token")}
+CHANGED, KEPT = "<a new secret>", "<the old secret>"
+
+
+def content(path: str, original: str) -> dict[str, list[tuple]]:
+    """Every row of every table by rowid, the secrets replaced by CHANGED or KEPT."""
+    found = {}
+    with sqlite3.connect(path) as connection:
+        connection.execute("ATTACH ? AS original", (original,))
+        tables = connection.execute("SELECT name FROM main.sqlite_master WHERE type='table'")
+        for (table,) in tables.fetchall():
+            names = [row[1] for row in connection.execute(f'PRAGMA main.table_info("{table}")')]
+            before = dict(
+                (row[0], row[1:])
+                for row in connection.execute(f"SELECT rowid, * FROM original.{table}")
+            )
+            found[table] = []
+            for rowid, *values in connection.execute(f"SELECT rowid, * FROM main.{table}"):
+                for i, name in enumerate(names):
+                    if (table, name) in SECRETS:
+                        values[i] = CHANGED if values[i] != before[rowid][i] else KEPT
+                found[table].append((rowid, *values))
+    connection.close()
+    return found
+
+
+@pytest.mark.parametrize("production", [PRODUCTION, OTHER_PRODUCTION])
+def test_the_set_based_rewrite_leaves_exactly_what_the_rules_row_by_row_leave(
+    app_settings, production_like, tmp_path, monkeypatch, production
+):
+    monkeypatch.setattr(sanitize, "_hash", lambda password: f"hash of {password}")
+    add_odd_rows(app_settings, production)
+    original = copy_database(app_settings, tmp_path / "original.sqlite")
+    reference = copy_database(app_settings, tmp_path / "reference.sqlite")
+    rows_path = copy_database(app_settings, tmp_path / "by_rows.sqlite")
+    options = sanitize._options(SINK, production, STAGING, STAGING_PASSWORD)
+
+    expected_counts = rules_in_python(reference, options)
+    counts = run_sanitize(app_settings, production_domain=production)
+
+    assert counts == expected_counts
+    assert counts["brevet_riders"] > len(odd_texts(production))  # not vacuous
+    expected = content(reference, original)
+    assert content(database_path(app_settings), original) == expected
+    secrets = [value for table in expected.values() for row in table for value in row]
+    assert secrets.count(CHANGED) == 3 and KEPT not in secrets  # 2 events, the page token
+    assert by_rows(rows_path, options) == expected_counts
+    assert content(rows_path, original) == expected
+    # The Kelvin sign takes the scrub's Python path: it is rewritten for the production host
+    # whose lower case it holds, and kept for the other one.
+    kelvin = rows(app_settings, "SELECT comment FROM brevet_riders WHERE comment LIKE 'see %/x'")
+    assert kelvin == [
+        ("see staging.randopony.localhost/x",)
+        if production == OTHER_PRODUCTION
+        else ("see BI\u212aE-PONY.LOCALHOST/x",)
+    ]
+
+
+def test_the_characters_python_takes_for_ascii_are_known():
+    """SQLite's lower() only knows ASCII: the SQL that passes over values (sanitize._may_hold)
+    leaves those holding one of these to Python. No other character outside ASCII lower-cases to
+    ASCII, or matches ASCII ignoring case, in this Python's Unicode tables."""
+    others = "".join(chr(i) for i in range(128, sys.maxunicode + 1) if not 0xD800 <= i <= 0xDFFF)
+    like_ascii = set(re.findall(r"[\x00-\x7f]", others, re.IGNORECASE))
+    like_ascii |= {c for c in others if any(map(str.isascii, c.lower()))}
+    assert like_ascii == set(sanitize.CASE_LIKE_ASCII)
+
+
+def every_value_judged(connection) -> list[str]:
+    """`leaks_in` on every value of every text column, in Python."""
+    found = []
+    inspector = inspect(connection)
+    raw = connection.connection.driver_connection
+    for table in inspector.get_table_names():
+        for info in inspector.get_columns(table):
+            if isinstance(info["type"], String):
+                column = info["name"]
+                for (value,) in raw.execute(f'SELECT "{column}" FROM "{table}"'):
+                    if value is not None:
+                        found += [
+                            str(sanitize.Leak(table, column, what, str(value)))
+                            for what, _ in sanitize.leaks_in(str(value), SINK, PRODUCTION)
+                        ]
+    return found
+
+
+def test_the_final_scan_finds_what_judging_every_value_in_python_finds(
+    app_settings, production_like
+):
+    """Before sanitising, so there is much to find, with values the scan passes over in SQL (one
+    sink address and nothing else) next to ones it must not pass over, and ones that SQLite's
+    LIKE would miss (after a NUL; the Kelvin sign, a k to Python's IGNORECASE)."""
+    add_odd_rows(app_settings, PRODUCTION)
+    near_sinks = [
+        "x@sink.invalid",
+        "x@sink.invalid@evil.example.org",
+        "x@sink.invalid.evil.example.org",
+        "x@evil.example.org x@sink.invalid",
+        "x@Sink.Invalid",
+        "x@sub.sink.invalid",
+        f"x@sink.invalid {PRODUCTION}",
+        f"{PRODUCTION.upper()}/x@sink.invalid",
+        "@sink.invalid",
+        "nul\x00a@b.org x@sink.invalid",
+        "nul\x00a@b.org",
+        "ä@evil.org x@sink.invalid",
+        "https://pony.\u212aicks.localhost/",
+        "see randopony.localho\u017ft/x",
+        "x@sink.invalid\x00 and x@evil.example.org",
+    ]
+    with sqlite3.connect(database_path(app_settings)) as connection:
+        connection.execute("CREATE TABLE kombu_message (id INTEGER PRIMARY KEY, payload TEXT)")
+        connection.executemany(
+            "INSERT INTO kombu_message (payload) VALUES (?)", [(v,) for v in near_sinks]
+        )
+    engine = get_engine(app_settings)
+    try:
+        with engine.begin() as connection:
+            # Not SQLite's default: the scan's own SQL must not count on LIKE ignoring case.
+            connection.exec_driver_sql("PRAGMA case_sensitive_like = ON")
+            judged = {"sink_domain": SINK, "production_domain": PRODUCTION, "limit": 10_000}
+            found = sanitize.find_leaks(connection, **judged)
+            assert sorted(map(str, found)) == sorted(every_value_judged(connection))
+            assert len(found) > 60
+            payloads = {leak.value for leak in found if leak.table == "kombu_message"}
+            assert payloads == {
+                "x@sink.invalid.evil.example.org",
+                "x@evil.example.org x@sink.invalid",
+                f"x@sink.invalid {PRODUCTION}",
+                f"{PRODUCTION.upper()}/x@sink.invalid",
+                "nul\x00a@b.org x@sink.invalid",
+                "nul\x00a@b.org",
+                "ä@evil.org x@sink.invalid",
+                "see randopony.localho\u017ft/x",
+                "x@sink.invalid\x00 and x@evil.example.org",
+            }
+            assert len(sanitize.find_leaks(connection, **{**judged, "limit": 5})) == 5
+
+            # A value that is not text is judged as str() shows it: b'\x00...', b'\t...'
+            blobs = {
+                "x00.example.org": b"\x00.example.org",
+                "t.example.org": b"\t.example.org x@sink.invalid",
+            }
+            insert = "INSERT INTO kombu_message (payload) VALUES (?)"
+            for blob in blobs.values():
+                connection.exec_driver_sql(insert, (blob,))
+            for domain, blob in blobs.items():
+                leaks = sanitize.find_leaks(connection, **{**judged, "production_domain": domain})
+                assert [leak.value for leak in leaks if leak.value.startswith("b'")] == [str(blob)]
+            kicks = {**judged, "production_domain": "pony.kicks.localhost"}
+            [kelvin] = [
+                leak
+                for leak in sanitize.find_leaks(connection, **kicks)
+                if leak.table == "kombu_message" and "pony." in leak.value
+            ]
+            assert kelvin.what == "the production hostname"
+    finally:
+        engine.dispose()
+
+
+def test_a_rule_that_fails_in_sqlite_refuses_everything_with_its_own_error(
+    app_settings, production_like, monkeypatch
+):
+    def broken(value, options):
+        if "eddy" in value:
+            raise LookupError(f"cannot rewrite {value}")
+        return sanitize.sink_address_list(value, options)
+
+    rules = dict(sanitize.RULES)
+    rules["brevet_riders"] = {**rules["brevet_riders"], "email": sanitize.Rule("x", "y", broken)}
+    monkeypatch.setattr(sanitize, "RULES", rules)
+    tables = ("wranglers", "links", "brevets", "outbound_emails")
+    before = [rows(app_settings, f"SELECT * FROM {table}") for table in tables]
+    with pytest.raises(LookupError, match="cannot rewrite eddy@example.org"):
+        run_sanitize(app_settings)
+    assert [rows(app_settings, f"SELECT * FROM {table}") for table in tables] == before
+    assert ("brevet_riders", "email", "ada@example.org") in leftovers(app_settings)
 
 
 # --- The command line -------------------------------------------------------------------------
