@@ -72,9 +72,7 @@ AFTER_SWITCH = PROMOTION[PROMOTION.index("switch_domain") :]
 # more).
 EVERY_BOUNDARY = os.environ.get("RANDOPONY_EVERY_BOUNDARY") == "1"
 UNDO_AT = (
-    ["start", *BEFORE_SWITCH]
-    if EVERY_BOUNDARY
-    else ["start", "hold_writes", "start_new_release"]
+    ["start", *BEFORE_SWITCH] if EVERY_BOUNDARY else ["start", "hold_writes", "start_new_release"]
 )
 ROLLBACK_AFTER = AFTER_SWITCH if EVERY_BOUNDARY else [AFTER_SWITCH[0], AFTER_SWITCH[-1]]
 FULL_ROLLBACK = step_names(promote.ROLLBACK_STEPS)
