@@ -20,35 +20,26 @@ from types import SimpleNamespace
 import pytest
 
 from deploy import file_mirror, promote, supervisor
+from tests.deploy.migrations import migration
 from tests.deploy.riders import STAGING, LoopingClient, Rider, held_writes_only, riders_in
 
 R1, R2 = "webapps/randopony2026r1", "webapps/randopony2026r2"
 CRASH = "RANDOPONY_TEST_CRASH_AFTER_STEP"
 
-MIGRATION = '''"""Test migration: riders get an emergency phone.
-
-Revision ID: 0003
-Revises: 0002
-"""
-
-import sqlalchemy as sa
-from alembic import op
-
-revision = "0003"
-down_revision = "0002"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    with op.batch_alter_table("brevet_riders") as table:
-        table.add_column(sa.Column("emergency_phone", sa.String(30), nullable=True))
-
-
-def downgrade() -> None:
-    with op.batch_alter_table("brevet_riders") as table:
-        table.drop_column("emergency_phone")
-'''
+MIGRATION = migration(
+    "riders get an emergency phone",
+    "0003",
+    "0002",
+    [
+        'with op.batch_alter_table("brevet_riders") as table:',
+        '    table.add_column(sa.Column("emergency_phone", sa.String(30), nullable=True))',
+    ],
+    [
+        'with op.batch_alter_table("brevet_riders") as table:',
+        '    table.drop_column("emergency_phone")',
+    ],
+    imports="import sqlalchemy as sa\nfrom alembic import op",
+)
 
 
 def releases(staging, production):
@@ -474,27 +465,13 @@ def test_a_promotion_killed_after_the_domain_moved_is_rolled_back(production, lo
     ).read_text() == f"on {release}\n"
 
 
-FAILING_MIGRATION = '''"""Test migration: one brevet per rider (fails on production data).
-
-Revision ID: 0004
-Revises: 0003
-"""
-
-from alembic import op
-
-revision = "0004"
-down_revision = "0003"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.create_index("ix_test_one_brevet_per_rider", "brevet_riders", ["email"], unique=True)
-
-
-def downgrade() -> None:
-    op.drop_index("ix_test_one_brevet_per_rider", "brevet_riders")
-'''
+FAILING_MIGRATION = migration(
+    "one brevet per rider (fails on production data)",
+    "0004",
+    "0003",
+    ['op.create_index("ix_test_one_brevet_per_rider", "brevet_riders", ["email"], unique=True)'],
+    ['op.drop_index("ix_test_one_brevet_per_rider", "brevet_riders")'],
+)
 
 
 def test_failures_before_the_switch_leave_production_as_it_was(production, load):

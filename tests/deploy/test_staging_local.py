@@ -9,6 +9,8 @@ import stat
 import pytest
 import requests
 
+from tests.deploy.migrations import migration
+
 STAGING = "staging.randopony.localhost"
 RELEASE_DIR = "webapps/randopony2026r1"
 
@@ -114,27 +116,13 @@ def test_deploy_staging_of_a_changed_template_shows_the_change(staging):
     )
 
 
-NEW_MIGRATION = '''"""Test migration: an index on riders' last names.
-
-Revision ID: 0003
-Revises: 0002
-"""
-
-from alembic import op
-
-revision = "0003"
-down_revision = "0002"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.create_index("ix_test_last_name", "brevet_riders", ["last_name"])
-
-
-def downgrade() -> None:
-    op.drop_index("ix_test_last_name", "brevet_riders")
-'''
+NEW_MIGRATION = migration(
+    "an index on riders' last names",
+    "0003",
+    "0002",
+    ['op.create_index("ix_test_last_name", "brevet_riders", ["last_name"])'],
+    ['op.drop_index("ix_test_last_name", "brevet_riders")'],
+)
 
 
 def test_deploy_staging_runs_new_migrations_on_staging(staging):
