@@ -14,7 +14,6 @@ requires = [
     "argon2-cffi",
     "celery[sqlalchemy]>=5.4",
     "openpyxl",
-    "requests",
     "tzdata",
     # the host and the release machinery
     "aiohttp",
@@ -30,6 +29,7 @@ tests_require = [
     "webtest",
     "aiosmtpd",
     "playwright",
+    "requests",
     "ruff",
 ]
 

@@ -4,6 +4,7 @@ guide lists (start_app --release=staging, tail_staging_celery_log, ps, releases.
 from __future__ import annotations
 
 import json
+import sys
 
 from deploy import layout, records
 from deploy.hosts import Host
@@ -99,13 +100,11 @@ def release_rows(target: Target) -> list[dict]:
             release = info.get("release")
             if not release:
                 continue
-            state = "not installed"
+            state, crashes = "not installed", "-"
             if host.exists(directory / layout.ENV / "bin" / "python"):
                 status = json.loads(runtime(host, directory, "status").stdout)
-                programs = {p["name"]: p["state"] for p in status["programs"]}
-                state = (
-                    ", ".join(f"{k} {v.lower()}" for k, v in sorted(programs.items())) or "stopped"
-                )
+                state = programs_summary(status["programs"])
+                crashes = crash_summary(status.get("crashes"))
             event = last_event.get(release, {})
             rows.append(
                 {
@@ -114,6 +113,7 @@ def release_rows(target: Target) -> list[dict]:
                     "port": info.get("port"),
                     "domain": info.get("domain"),
                     "state": state,
+                    "crashes": crashes,
                     "deployed": event.get("time", info.get("installed_at", "-")),
                     "by": event.get("by", info.get("installed_by", "-")),
                     "revision": info.get("revision", "-"),
@@ -124,27 +124,55 @@ def release_rows(target: Target) -> list[dict]:
         host.close()
 
 
+def programs_summary(programs: list[dict]) -> str:
+    """'app 2/2 running, celery running': a program's processes counted together."""
+    groups: dict[str, list[str]] = {}
+    for program in programs:
+        groups.setdefault(program.get("group") or program["name"], []).append(program["state"])
+    parts = []
+    for name, states in sorted(groups.items()):
+        running = states.count("RUNNING")
+        if len(states) == 1:
+            parts.append(f"{name} {states[0].lower()}")
+        elif running == len(states):
+            parts.append(f"{name} {running}/{len(states)} running")
+        else:
+            others = ", ".join(sorted({s.lower() for s in states if s != "RUNNING"}))
+            parts.append(f"{name} {running}/{len(states)} running ({others})")
+    return ", ".join(parts) or "stopped"
+
+
+def crash_summary(crashes: list[dict] | None) -> str:
+    """'0', or how many unexpected exits and the last one; '?' for a release whose runtime
+    does not count them (installed before it could)."""
+    if crashes is None:
+        return "?"
+    if not crashes:
+        return "0"
+    last = crashes[-1]
+    how = last["how"].removeprefix("terminated by ").removesuffix(" (core dumped)")
+    return f"{len(crashes)}, last {last['time']} {last['process']} {how}"
+
+
 def print_releases(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title="Releases on the host")
-    for column in ("release", "role", "port", "domain", "state", "deployed", "by", "revision"):
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    columns = (
+        "release",
+        "role",
+        "port",
+        "domain",
+        "state",
+        "crashes",
+        "deployed",
+        "by",
+        "revision",
+    )
+    for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(
-            *(
-                str(row[c])
-                for c in (
-                    "release",
-                    "role",
-                    "port",
-                    "domain",
-                    "state",
-                    "deployed",
-                    "by",
-                    "revision",
-                )
-            )
-        )
-    Console().print(table)
+        table.add_row(*(str(row[c]) for c in columns))
+    console.print(table)

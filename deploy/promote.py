@@ -164,7 +164,12 @@ def set_role(host: Host, directory: PurePosixPath, release: str, role: str) -> N
     write_bin_scripts(host, directory)
     info = read_release_json(host, directory)
     conf = release_runtime.render_conf(
-        directory, ini, int(info["port"]), release, read_release_env(host)
+        directory,
+        ini,
+        int(info["port"]),
+        release,
+        read_release_env(host),
+        processes=release_runtime.app_processes(info),
     )
     host.write_text(directory / layout.SUPERVISORD_CONF, conf)
     info["role"] = role

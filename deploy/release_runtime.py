@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 import time
@@ -25,6 +26,17 @@ from pathlib import Path
 from deploy import layout, supervisor
 
 APP, CELERY = "app", "celery"
+# Every process of a program, whether it runs one (a plain program) or several (numprocs).
+ALL = ":*"
+# Releases installed since runtime 2 run several app processes on one socket (below); an older
+# release's own runtime knows only a single program named "app", so its conf stays that way.
+RUNTIME = 2
+APP_PROCESSES = 2
+
+
+def app_processes(info: dict) -> int:
+    """How many app processes a release runs, from its release.json."""
+    return APP_PROCESSES if int(info.get("runtime", 1)) >= 2 else 1
 
 
 def render_conf(
@@ -34,9 +46,15 @@ def render_conf(
     release: str,
     environment: dict[str, str],
     concurrency: int = 2,
+    processes: int = APP_PROCESSES,
 ) -> str:
     """The release's supervisord.conf: the app bound to 127.0.0.1 on the panel's port, and its
-    celery worker, both reading the release's ini."""
+    celery worker, both reading the release's ini.
+
+    With processes > 1 the app is an fcgi-program: supervisord binds the port itself and hands
+    the listening socket to every process as fd 0. Connections wait in that one queue, so when a
+    process dies (a crash, the OOM killer) the others accept what it had not yet taken, and the
+    port never stops answering while supervisord restarts it."""
     env_bin = release_dir / layout.ENV / "bin"
     v = supervisor.conf_value
     # Bytecode is cached as the release's modules are first imported, as on any Python server,
@@ -46,14 +64,25 @@ def render_conf(
         "RANDOPONY_RELEASE": release,
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "",
+        # A segfault or abort in any process leaves every thread's Python stack in its log.
+        "PYTHONFAULTHANDLER": "1",
         **environment,
     }
     env_line = ",".join(f'{k}="{v(val)}"' for k, val in sorted(env.items()) if '"' not in val)
-    app_command = shlex.join([str(env_bin / "randopony_serve"), ini, "--port", str(port)])
     celery_command = shlex.join(
         [str(env_bin / "randopony_worker"), ini, "--concurrency", str(concurrency)]
     )
     logs = {name: release_dir / file for name, file in layout.LOGS.items()}
+    if processes > 1:
+        app_command = shlex.join([str(env_bin / "randopony_serve"), ini, "--fd", "0"])
+        app_section = f"""[fcgi-program:{APP}]
+socket=tcp://127.0.0.1:{port}
+socket_backlog=1024
+numprocs={processes}
+process_name=%(program_name)s_%(process_num)d"""
+    else:
+        app_command = shlex.join([str(env_bin / "randopony_serve"), ini, "--port", str(port)])
+        app_section = f"[program:{APP}]"
     return f"""; Written by the release machinery (install_app); changes are overwritten.
 [unix_http_server]
 file={v(release_dir / layout.SUPERVISOR_SOCKET)}
@@ -72,7 +101,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [supervisorctl]
 serverurl=unix://{v(release_dir / layout.SUPERVISOR_SOCKET)}
 
-[program:{APP}]
+{app_section}
 command={v(app_command)}
 directory={v(release_dir)}
 environment={env_line}
@@ -136,7 +165,7 @@ def wait_running(release_dir: Path, name: str, timeout: float = 60) -> None:
     """Until supervisord counts the program as running; a program that keeps crashing
     (FATAL) fails at once, with the end of its log."""
     _, sock = paths(release_dir)
-    supervisor.start_program(sock, name)
+    supervisor.start_program(sock, name + ALL)
     supervisor.wait(
         lambda: program_state(sock, name) in ("RUNNING", "FATAL"), timeout, f"{name} to run"
     )
@@ -148,7 +177,14 @@ def wait_running(release_dir: Path, name: str, timeout: float = 60) -> None:
 
 
 def program_state(sock: Path, name: str) -> str | None:
-    return next((p.state for p in supervisor.programs(sock) if p.name == name), None)
+    """One state for all of a program's processes: FATAL if one is, RUNNING if all are, else
+    the state of the first that is not running (None: no such program)."""
+    states = [p.state for p in supervisor.programs(sock) if (p.group or p.name) == name]
+    if not states:
+        return None
+    if "FATAL" in states:
+        return "FATAL"
+    return next((state for state in states if state != "RUNNING"), "RUNNING")
 
 
 def reload(release_dir: Path, wait_up_seconds: float | None = None) -> tuple[str, dict | None]:
@@ -169,9 +205,9 @@ def reload(release_dir: Path, wait_up_seconds: float | None = None) -> tuple[str
         if wait_up_seconds:
             answer = wait_up(release_dir, wait_up_seconds)
         return said, answer
-    supervisor.stop_program(sock, APP)
+    supervisor.stop_program(sock, APP + ALL)
     # No waiting out supervisord's startsecs: the health check waits for the app itself.
-    supervisor.client(sock).startProcess(APP, False)
+    supervisor.client(sock).startProcess(APP + ALL, False)
     if wait_up_seconds:
         answer = wait_up(release_dir, wait_up_seconds)
     try:
@@ -195,7 +231,7 @@ def start_app(release_dir: Path) -> str:
     _, sock = paths(release_dir)
     if not supervisor.answers(sock):
         said = start_supervisor(release_dir)
-    elif supervisor.start_program(sock, APP):
+    elif supervisor.start_program(sock, APP + ALL):
         said = "app started"
     else:
         said = "app was running"
@@ -224,9 +260,31 @@ def stop_worker(release_dir: Path) -> str:
 
 def stop_app(release_dir: Path) -> str:
     _, sock = paths(release_dir)
-    if supervisor.stop_program(sock, APP):
+    if supervisor.stop_program(sock, APP + ALL):
         return "app stopped; its process is gone"
     return "app was not running"
+
+
+# supervisord's line for a process that exited when it was not asked to:
+# "2026-11-29 01:02:03,456 WARN exited: app_1 (terminated by SIGSEGV (core dumped); not expected)"
+UNEXPECTED_EXIT = re.compile(r"(\S+ \S+) \w+ exited: (\S+) \((.*); not expected\)")
+
+
+def crashes(release_dir: Path) -> list[dict]:
+    """Every unexpected exit of the release's processes that supervisord logged (its log and
+    the rotated ones, oldest first): when, which process, and how it ended."""
+    log = release_dir / layout.LOGS["supervisord"]
+    rotated = [f for f in release_dir.glob(log.name + ".*") if f.suffix[1:].isdigit()]
+    found = []
+    for path in [*sorted(rotated, key=lambda f: -int(f.suffix[1:])), log]:
+        try:
+            text = path.read_text(errors="replace")
+        except FileNotFoundError:
+            continue
+        for match in UNEXPECTED_EXIT.finditer(text):
+            when, process, how = match.groups()
+            found.append({"time": when.split(",")[0], "process": process, "how": how})
+    return found
 
 
 def status(release_dir: Path) -> dict:
@@ -240,6 +298,7 @@ def status(release_dir: Path) -> dict:
         "installed": (release_dir / layout.ENV / "bin" / "python").exists(),
         "supervisord": supervisor.answers(sock),
         "programs": [p.__dict__ for p in supervisor.programs(sock)],
+        "crashes": crashes(release_dir),
         "release": info,
     }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -36,6 +37,9 @@ HOP_BY_HOP = frozenset(
         "expect",
     }
 )
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+# Between tries of a request the app did not take: doubling from the first to the last.
+RETRY_PAUSE, MAX_RETRY_PAUSE = 0.02, 0.5
 # Read whole upstream bodies up to this size: one write instead of a streaming loop.
 SMALL_BODY = 64 * 1024
 UNKNOWN_DOMAINS_LOG = "_unknown_domains"
@@ -77,10 +81,18 @@ class AccessLogs:
 
 
 class Router:
-    def __init__(self, table: RoutingTable, logs_dir: Path, connect_timeout: float = 5.0):
+    def __init__(
+        self,
+        table: RoutingTable,
+        logs_dir: Path,
+        connect_timeout: float = 5.0,
+        retry_window: float = 10.0,
+    ):
         self.table = table
         self.access = AccessLogs(logs_dir)
         self.connect_timeout = connect_timeout
+        self.retry_window = retry_window
+        self.retried = 0
         self.client: aiohttp.ClientSession | None = None
         self._flusher: asyncio.Task | None = None
         self._stamp_second = 0
@@ -158,26 +170,7 @@ class Router:
             headers["X-Forwarded-Prefix"] = target.mount.path
         url = URL(f"http://127.0.0.1:{target.mount.port}{target.upstream_path}", encoded=True)
         data = request.content if request.body_exists else None
-        # A pooled connection the app closed (it restarted, say) fails on first use. Only a
-        # request without a body that cannot change anything is sent again on a new one.
-        attempts = 2 if data is None and request.method in ("GET", "HEAD", "OPTIONS") else 1
-        for attempt in range(attempts):
-            try:
-                upstream = await self.client.request(
-                    request.method,
-                    url,
-                    headers=headers,
-                    data=data,
-                    allow_redirects=False,
-                    compress=None,
-                    chunked=None,
-                )
-                break
-            except aiohttp.ClientConnectorError as error:
-                raise _AppDown(target.mount.app, target.mount.port, error) from None
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
-                if attempt + 1 == attempts:
-                    raise _AppDown(target.mount.app, target.mount.port, error) from None
+        upstream = await self._send(request, target, url, headers, data)
         try:
             response_headers = CIMultiDict(
                 (name, value)
@@ -203,6 +196,52 @@ class Router:
             return response
         finally:
             upstream.release()
+
+    async def _send(self, request, target, url, headers, data):
+        """Send the request to the app, again while that is safe, until the app answers or the
+        retry window closes. A refused connection never reached the app, so any request may go
+        again (its body is still unread). A connection that drops before any answer (the process
+        died, or a pooled connection was closed) is sent again only for a request without a body
+        that cannot change anything. Another process on the app's socket, or the restarted one,
+        takes it; the window covers a restart by supervisord."""
+        idempotent = data is None and request.method in IDEMPOTENT
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_window
+        for attempt in itertools.count():
+            try:
+                return await self.client.request(
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=data,
+                    allow_redirects=False,
+                    compress=None,
+                    chunked=None,
+                )
+            except aiohttp.ClientConnectorError as error:
+                failure = error
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+                if not idempotent:
+                    raise _AppDown(target.mount.app, target.mount.port, error) from None
+                failure = error
+            if request.transport is None or request.transport.is_closing():
+                # The client has gone: nobody to answer.
+                raise _AppDown(target.mount.app, target.mount.port, failure)
+            pause = min(RETRY_PAUSE * 2**attempt, MAX_RETRY_PAUSE)
+            if loop.time() + pause > deadline:
+                raise _AppDown(target.mount.app, target.mount.port, failure)
+            self.retried += 1
+            if attempt == 0:
+                log.info(
+                    "retrying %s %s%s: app %s on port %s: %s",
+                    request.method,
+                    request.host,
+                    request.raw_path,
+                    target.mount.app,
+                    target.mount.port,
+                    failure,
+                )
+            await asyncio.sleep(pause)
 
     def _log_access(self, request, website: str | None, status: int, seconds: float) -> None:
         now = int(time.time())

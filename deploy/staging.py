@@ -227,8 +227,14 @@ def install_app(target: Target, host: Host, journal) -> None:
         host.symlink(f"{layout.SRC}/alembic", directory / "alembic")
         write_bin_scripts(host, directory)
         environment = read_release_env(host)
+        info["runtime"] = release_runtime.RUNTIME
         conf = release_runtime.render_conf(
-            directory, ini, int(info["port"]), target.staging_release, environment
+            directory,
+            ini,
+            int(info["port"]),
+            target.staging_release,
+            environment,
+            processes=release_runtime.app_processes(info),
         )
         host.write_text(directory / layout.SUPERVISORD_CONF, conf)
         info.update(

@@ -26,6 +26,7 @@ class Program:
     state: str
     pid: int | None
     description: str
+    group: str = ""
 
 
 def conf_value(text) -> str:
@@ -91,34 +92,53 @@ def shutdown(socket_path: Path, timeout: float = 60) -> bool:
 
 
 def start_program(socket_path: Path, name: str) -> bool:
-    """Start a program and wait until supervisord counts it as running; False if it was."""
+    """Start a program (or every process of a group, "group:*") and wait until supervisord
+    counts it as running; False if it was."""
     try:
-        client(socket_path).startProcess(name, True)
+        result = client(socket_path).startProcess(name, True)
     except xmlrpc.client.Fault as fault:
         if fault.faultCode == Faults.ALREADY_STARTED:
             return False
         raise SupervisorError(f"{name} did not start: {fault.faultString}") from None
-    return True
+    return _group_result(result, name, "start")
 
 
 def stop_program(socket_path: Path, name: str) -> bool:
-    """Stop a program and wait until its processes are gone; False if it was not running."""
+    """Stop a program (or a group, "group:*") and wait until its processes are gone; False if
+    it was not running."""
     if not answers(socket_path):
         return False
     try:
-        client(socket_path).stopProcess(name, True)
+        result = client(socket_path).stopProcess(name, True)
     except xmlrpc.client.Fault as fault:
         if fault.faultCode == Faults.NOT_RUNNING:
             return False
         raise SupervisorError(f"{name} did not stop: {fault.faultString}") from None
-    return True
+    return _group_result(result, name, "stop")
+
+
+def _group_result(result, name: str, verb: str) -> bool:
+    """A group answers with one status per process it acted on (none: nothing to do)."""
+    if not isinstance(result, list):
+        return True
+    failed = [r for r in result if r.get("status") != Faults.SUCCESS]
+    if failed:
+        said = "; ".join(f"{r.get('name')}: {r.get('description')}" for r in failed)
+        raise SupervisorError(f"{name} did not {verb}: {said}")
+    return bool(result)
 
 
 def programs(socket_path: Path) -> list[Program]:
     if not answers(socket_path):
         return []
     return [
-        Program(info["name"], info["statename"], info["pid"] or None, info["description"])
+        Program(
+            info["name"],
+            info["statename"],
+            info["pid"] or None,
+            info["description"],
+            info["group"],
+        )
         for info in client(socket_path).getAllProcessInfo()
     ]
 

@@ -6,9 +6,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
-
-import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 VAR = ROOT / "var" / "dev"
@@ -30,9 +29,9 @@ def wait_for(url: str, seconds: float = 30) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            if requests.get(url, timeout=1).status_code < 500:
+            with urllib.request.urlopen(url, timeout=1):
                 return True
-        except requests.RequestException:
+        except OSError:  # refused, or /up's 503 while the database is being made
             pass
         time.sleep(0.2)
     return False

@@ -1,5 +1,6 @@
 """randopony_worker <ini> [celery worker options]: the celery worker, configured from the ini."""
 
+import faulthandler
 import sys
 
 from pyramid.paster import get_appsettings, setup_logging
@@ -13,6 +14,7 @@ def main(argv=None) -> None:
     if not argv or argv[0].startswith("-"):
         sys.exit("usage: randopony_worker <ini> [celery worker options]")
     ini, options = argv[0], argv[1:]
+    faulthandler.enable()  # a crash in a compiled module leaves its stack in the log
     setup_logging(ini)
     settings = app_settings.load(get_appsettings(ini))
     configure(settings)

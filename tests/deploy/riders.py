@@ -52,9 +52,9 @@ class LoopingClient(threading.Thread):
     """GETs and (unless reads_only) sign-up POSTs in a loop until stopped; counts every
     failure."""
 
-    def __init__(self, host, event, prefix, reads_only=False, pause=0.0):
+    def __init__(self, host, event, prefix, reads_only=False, pause=0.0, domain=PRODUCTION):
         super().__init__(daemon=True)
-        self.rider, self.event, self.prefix = Rider(host), event, prefix
+        self.rider, self.event, self.prefix = Rider(host, domain), event, prefix
         self.reads_only, self.pause = reads_only, pause
         self.stop = threading.Event()
         self.failures, self.signed_up, self.requests = [], [], 0

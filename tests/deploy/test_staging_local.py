@@ -3,13 +3,19 @@ changed template, stopping and starting the app, and the releases table. Real pr
 host's panel and router, the release's supervisord, waitress and celery, an SMTP server."""
 
 import json
+import os
 import re
+import signal
 import stat
+import time
+from pathlib import Path
 
 import pytest
 import requests
 
+from deploy import supervisor
 from tests.deploy.migrations import migration
+from tests.deploy.riders import LoopingClient, Rider
 
 STAGING = "staging.randopony.localhost"
 RELEASE_DIR = "webapps/randopony2026r1"
@@ -163,3 +169,57 @@ def test_staging_supervisor_stop_and_start(staging):
     assert "started" in staging.fab("start_staging_supervisor").stdout
     assert staging.fab("start_app").returncode == 0  # waits for /up
     assert get(staging).status_code == 200
+
+
+def wait_for(condition, what: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up after {timeout} s waiting for {what}"
+        time.sleep(0.05)
+
+
+def app_processes(sock):
+    return {p.name: p for p in supervisor.programs(sock) if p.group == "app"}
+
+
+def test_a_killed_app_process_fails_no_request(staging):
+    """Two app processes share the release's socket: SIGKILL one, then the other once
+    supervisord has restarted the first, under a looping reader; nobody sees an error."""
+    sock = staging.root / RELEASE_DIR / "supervisor.sock"
+    before = app_processes(sock)
+    assert sorted(before) == ["app_0", "app_1"]
+    assert all(p.state == "RUNNING" for p in before.values())
+    reader = LoopingClient(
+        staging, Rider(staging, STAGING).event(), "k", reads_only=True, domain=STAGING
+    )
+
+    def served_more(count=5):
+        served = reader.requests
+        wait_for(lambda: reader.requests >= served + count, "the reader to be served")
+
+    def restarted(name, old_pid):
+        now = app_processes(sock)[name]
+        return now.pid not in (None, old_pid) and now.state == "RUNNING"
+
+    reader.start()
+    try:
+        for name in ("app_0", "app_1"):
+            served_more()
+            old_pid = app_processes(sock)[name].pid
+            os.kill(old_pid, signal.SIGKILL)
+            wait_for(lambda: restarted(name, old_pid), f"supervisord to restart {name}")  # noqa: B023
+        served_more()
+    finally:
+        reader.stop.set()
+        reader.join(timeout=60)
+    assert reader.failures == []
+    table = staging.fab("releases").stdout
+    assert re.search(r"│ 2, last [-0-9]+ [:0-9]+ app_1 SIGKILL", table), table
+
+
+def test_every_release_process_has_faulthandler_on(staging):
+    sock = staging.root / RELEASE_DIR / "supervisor.sock"
+    for program in supervisor.programs(sock):
+        if program.pid:
+            environ = Path(f"/proc/{program.pid}/environ").read_bytes().split(b"\0")
+            assert b"PYTHONFAULTHANDLER=1" in environ, program.name
