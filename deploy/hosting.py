@@ -39,6 +39,7 @@ class HostSettings:
     panel: tuple[str, int] = DEFAULT_PANEL
     router: tuple[str, int] = DEFAULT_ROUTER
     wait_limit: float = 10.0
+    retry_window: float = 10.0
     session_ttl: float = 3600.0
     max_login_failures: int = 5
     app_ports: range = DEFAULT_APP_PORTS
@@ -63,7 +64,9 @@ async def serve(settings: HostSettings, stop: asyncio.Event) -> None:
         session_ttl=settings.session_ttl,
         throttle=LoginThrottle(settings.max_login_failures),
     )
-    router = Router(table, host_paths.frontend_logs(settings.root))
+    router = Router(
+        table, host_paths.frontend_logs(settings.root), retry_window=settings.retry_window
+    )
     await router.start()
 
     panel_app = web.Application()
@@ -125,6 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="how long requests wait for a moving domain or held writes",
     )
+    run.add_argument(
+        "--retry-window",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long a request waits for an app that refuses (restarting) before a 502",
+    )
     run.add_argument("--session-ttl", type=float, default=3600.0, metavar="SECONDS")
     run.add_argument(
         "--max-login-failures",
@@ -152,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         panel=args.panel,
         router=args.router,
         wait_limit=args.wait_limit,
+        retry_window=args.retry_window,
         session_ttl=args.session_ttl,
         max_login_failures=args.max_login_failures,
         app_ports=args.app_ports,

@@ -10,6 +10,7 @@ import asyncio
 import html
 import itertools
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -93,6 +94,7 @@ class Router:
         self.connect_timeout = connect_timeout
         self.retry_window = retry_window
         self.retried = 0
+        self.down_since: dict[int, float] = {}
         self.client: aiohttp.ClientSession | None = None
         self._flusher: asyncio.Task | None = None
         self._stamp_second = 0
@@ -206,10 +208,12 @@ class Router:
         takes it; the window covers a restart by supervisord."""
         idempotent = data is None and request.method in IDEMPOTENT
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.retry_window
+        port = target.mount.port
+        # An app that has refused for a whole window is down, not restarting: answer at once.
+        deadline = min(loop.time(), self.down_since.get(port, math.inf)) + self.retry_window
         for attempt in itertools.count():
             try:
-                return await self.client.request(
+                upstream = await self.client.request(
                     request.method,
                     url,
                     headers=headers,
@@ -218,7 +222,10 @@ class Router:
                     compress=None,
                     chunked=None,
                 )
+                self.down_since.pop(port, None)
+                return upstream
             except aiohttp.ClientConnectorError as error:
+                self.down_since.setdefault(port, loop.time())
                 failure = error
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
                 if not idempotent:

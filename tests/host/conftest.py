@@ -97,6 +97,8 @@ class Host:
             f"127.0.0.1:{self.panel_port}",
             "--router",
             f"127.0.0.1:{self.router_port}",
+            # A stopped app is answered 502 after this long (10 s on a real host).
+            *([] if "--retry-window" in self.extra_args else ["--retry-window", "2"]),
             *self.extra_args,
         ]
         with open(self.log, "a") as log:

@@ -49,7 +49,8 @@ def make_app(name: str):
         if path == "/posts":
             with lock:
                 return _json(start_response, dict(posts))
-        if path == "/slow":
+        if path == "/slow" and query.get("only", [name])[0] == name:
+            print(f"slow read for {name}", flush=True)
             time.sleep(float(query["seconds"][0]))
         headers = {
             key[5:].replace("_", "-").lower(): value

@@ -179,3 +179,49 @@ def test_a_restarted_app_is_reached_again_at_once(host, site, start_app, tmp_pat
         answer = browser.get(host.router_url, headers={"Host": DOMAIN}, timeout=5)
     assert answer.status_code == 200
     assert answer.json()["app"] == "r1-again"
+
+
+def test_a_request_the_app_refused_waits_for_it_and_is_sent_once(host, api, start_app):
+    """A refused connection never reached the app: even a POST is sent again, and once only,
+    when the app answers within the router's retry window."""
+    app = api.create_app("restarting_app")
+    api.create_website("restarting", api.list_ips()[0], False, [DOMAIN], [(app.name, "/")])
+    answer = {}
+
+    def send_post():
+        answer["post"] = requests.post(
+            host.router_url + "/register?id=refused-once",
+            data=b"name=x",
+            headers={"Host": DOMAIN},
+            timeout=60,
+        )
+
+    poster = threading.Thread(target=send_post)
+    poster.start()
+    wait_for_text(host.log, "retrying POST")
+    start_app("r1", app.port)
+    poster.join(60)
+    assert answer["post"].status_code == 200
+    assert requests.get(f"http://127.0.0.1:{app.port}/posts", timeout=5).json() == {
+        "refused-once": 1
+    }
+
+
+def test_a_read_whose_app_dies_under_it_is_answered_by_the_next(host, site, start_app, tmp_path):
+    """The app process dies while it holds a GET: the router sends it again, and the app that
+    comes back answers it."""
+    answer = {}
+
+    def slow_read():
+        answer["get"] = get(host, "/slow?seconds=30&only=r1")
+
+    reader = threading.Thread(target=slow_read)
+    reader.start()
+    first = start_app.processes[-1]
+    wait_for_text(tmp_path / f"app-r1-{site.port}.log", "slow read for r1", timeout=30)
+    first.kill()
+    first.wait(10)
+    start_app("r1-again", site.port)
+    reader.join(60)
+    assert answer["get"].status_code == 200
+    assert answer["get"].json()["app"] == "r1-again"
