@@ -19,6 +19,8 @@ from deploy import host_paths, supervisor
 from deploy.host_paths import DEFAULT_PANEL, DEFAULT_ROUTER
 
 PROGRAM = "host"
+# Runs once each time the host's supervisord starts: brings back the releases that should run.
+BOOT = "releases"
 
 
 class HostServiceError(Exception):
@@ -96,6 +98,7 @@ def host_up(
         # Started with other settings: restart cleanly with the new ones.
         host_down(root, timeout)
         running = None
+    started = running is None
     if running is None:
         for address in (config.panel, config.router):
             if _port_answers(address):
@@ -117,7 +120,25 @@ def host_up(
         except supervisor.SupervisorError as error:
             raise HostServiceError(f"the host did not start: {error}") from None
     _wait(lambda: host_status(root).running, timeout, "the panel and the router to answer", root)
+    if started:
+        # The releases come back before anyone acts on them (a deploy racing the boot for a
+        # release's supervisord would find it half started).
+        _wait(lambda: _boot_state(root) not in BOOTING, 300, "the releases to come back", root)
     return host_status(root)
+
+
+BOOTING = ("STARTING", "RUNNING", "BACKOFF", None)
+
+
+def _boot_state(root: Path) -> str | None:
+    try:
+        return _supervisor(root).getProcessInfo(BOOT)["statename"]
+    except (OSError, xmlrpc.client.Error):
+        return None
+
+
+def boot_log(root: Path) -> Path:
+    return host_paths.host_logs(root) / "releases.log"
 
 
 def host_down(root: Path | None = None, timeout: float = 30.0) -> HostStatus:
@@ -132,7 +153,7 @@ def host_down(root: Path | None = None, timeout: float = 30.0) -> HostStatus:
 
 def host_status(root: Path | None = None) -> HostStatus:
     root = _root(root)
-    config = _read_config(root)
+    config = read_config(root)
     state, pid, description = "NOT STARTED", None, "supervisord is not running"
     supervisord = _supervisord_answers(root)
     if supervisord:
@@ -182,7 +203,7 @@ def _config_json(config: HostConfig) -> dict:
     return data
 
 
-def _read_config(root: Path) -> HostConfig:
+def read_config(root: Path) -> HostConfig:
     saved = host_paths.supervisor_dir(root) / "host.json"
     if not saved.exists():
         return HostConfig(root)
@@ -217,6 +238,9 @@ def _supervisord_conf(config: HostConfig, socket_path: Path) -> str:
         ]
     )
 
+    boot_command = shlex.join(
+        [sys.executable, "-m", "deploy.host_boot", "--root", str(config.root)]
+    )
     value = supervisor.conf_value
     return f"""; Written by deploy.host_service.host_up; changes are overwritten.
 [unix_http_server]
@@ -249,6 +273,19 @@ redirect_stderr=true
 stdout_logfile={value(host_paths.host_logs(config.root) / "host.log")}
 stdout_logfile_maxbytes=10MB
 stdout_logfile_backups=5
+
+[program:{BOOT}]
+command={value(boot_command)}
+directory={value(host_paths.CHECKOUT)}
+environment=PYTHONPATH="{value(host_paths.CHECKOUT)}",PYTHONUNBUFFERED="1"
+autostart=true
+autorestart=false
+startsecs=0
+exitcodes=0
+redirect_stderr=true
+stdout_logfile={value(boot_log(config.root))}
+stdout_logfile_maxbytes=1MB
+stdout_logfile_backups=2
 """ + _mail_program(config, value)
 
 

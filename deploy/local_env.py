@@ -8,10 +8,14 @@ staging release: `init_staging` the first time, `deploy_staging` after.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from deploy import host_paths, host_service, promote, records, staging, supervisor
@@ -81,6 +85,14 @@ def up() -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     production = f"http://{target.production_domain}:{staging.router_port(target)}/"
+    answer = production_answers(target)
+    if answer.get("http") != 200:
+        print(
+            f"error: production does not answer at {production}up: {answer}\n"
+            f"  what the host did when it started: {host_service.boot_log(ROOT)}",
+            file=sys.stderr,
+        )
+        return 1
     print(
         f"\nRandoPony production is live: {production}\n"
         f"  staging beside it: {address}\n"
@@ -91,6 +103,32 @@ def up() -> int:
         ".venv/bin/fab promote_staging_to_production; stop everything: make stop\n"
     )
     return 0
+
+
+def production_answers(target, timeout: float = 60) -> dict:
+    """Production's /up through the router, as a browser reaches it; polled until it answers
+    200 from the release the host calls production, or the time is up."""
+    expected = records.read_roles(target.checked().connect())["production"]
+    port = staging.router_port(target)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/up", headers={"Host": f"{target.production_domain}:{port}"}
+    )
+    deadline = time.monotonic() + timeout
+    answer = {}
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answer = dict(json.loads(response.read()), http=response.status)
+            if answer.get("release") == expected:
+                return answer
+            answer["http"] = None
+            answer["error"] = f"answered by {answer.get('release')}, not {expected}"
+        except urllib.error.HTTPError as error:
+            answer = {"http": error.code, "error": error.reason}
+        except (OSError, ValueError) as error:
+            answer = {"http": None, "error": str(error)}
+        time.sleep(0.5)
+    return answer
 
 
 def down() -> int:

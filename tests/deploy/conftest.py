@@ -50,6 +50,20 @@ class LocalHostFixture:
             raise AssertionError(f"fab {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done
 
+    def restart(self) -> None:
+        """The machine restarted: every release's supervisord and the host are gone. Then the
+        host starts again as `make run` or a @reboot line starts it."""
+        stop_release_supervisors(self.root)
+        host_service.host_down(self.root)
+        config = host_service.read_config(self.root)
+        host_service.host_up(
+            self.root,
+            self.panel_port,
+            self.router_port,
+            wait_limit=config.wait_limit,
+            app_ports=config.app_ports,
+        )
+
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.router_port}{path}"
 
