@@ -23,7 +23,28 @@ def find_existing(db, rider_cls, event, values):
     )
 
 
+def ask_membership_first(request) -> None:
+    """Ask the club about the names a sign-up POST carries before the request opens its
+    database transaction: a write request holds SQLite's write lock for its whole transaction,
+    and every other sign-up would wait on the club's service. register() uses the answer."""
+    first = request.POST.get("first_name", "").strip()
+    last = request.POST.get("last_name", "").strip()
+    if not first or not last:
+        return  # the form will say what is missing
+    with request.registry["dbsession_factory"]() as db:
+        try:
+            template = get_link(db, "membership_check_url")
+        except MissingConfiguration:
+            return
+    timeout = float(request.registry.settings.get("membership.timeout", 3))
+    request.membership_answer = ((first, last), check_membership(template, first, last, timeout))
+
+
 def membership_status(request, values):
+    """Asked before the transaction when the view could (see ask_membership_first)."""
+    asked = getattr(request, "membership_answer", NOT_ASKED)
+    if asked is not NOT_ASKED and asked[0] == (values["first_name"], values["last_name"]):
+        return asked[1]
     settings = request.registry.settings
     try:
         template = get_link(request.db, "membership_check_url")
@@ -31,6 +52,9 @@ def membership_status(request, values):
         return None
     timeout = float(settings.get("membership.timeout", 3))
     return check_membership(template, values["first_name"], values["last_name"], timeout)
+
+
+NOT_ASKED = object()
 
 
 def register(request, event, values) -> tuple[object, bool]:

@@ -158,6 +158,17 @@ def put_offending_build_back(host: BenchHost, release: str) -> None:
     (directory / "src/app/membership.py").write_text(OFFENDING_MEMBERSHIP)
 
 
+def set_app_processes(host: BenchHost, release: str, processes: int) -> None:
+    """Run the release's app as `processes` processes on its shared socket (a restart)."""
+    directory = host.release_dir(release)
+    python = str(directory / "env/bin/python")
+    runtime = [python, "-m", "deploy.release_runtime", str(directory)]
+    subprocess.run([*runtime, "stop-supervisor"], cwd=directory, check=True)
+    conf = directory / "supervisord.conf"
+    conf.write_text(re.sub(r"(?m)^numprocs=\d+$", f"numprocs={processes}", conf.read_text()))
+    subprocess.run([*runtime, "start-supervisor"], cwd=directory, check=True)
+
+
 def rss_mb(pid: int | None) -> float | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -206,6 +217,9 @@ def main() -> int:
     parser.add_argument("--riders", type=int, default=4000, help="riders on the soaked event")
     parser.add_argument("--cycle-every", type=float, default=0, metavar="SECONDS")
     parser.add_argument("--offending-build", action="store_true")
+    parser.add_argument(
+        "--app-processes", type=int, help="production's app processes (default: the release's)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     host = BenchHost(wait_limit=30)
@@ -246,6 +260,9 @@ def run(host: BenchHost, args, results: dict) -> None:
         put_offending_build_back(host, "2026r1")
         say(f"# 2026r1 runs the membership check of before the fix, with {OFFENDING_PACKAGES}")
     host.fab("promote_staging_to_production", "--yes", "--demo", staging="2026r1", production=None)
+    if args.app_processes:
+        set_app_processes(host, "2026r1", args.app_processes)
+        say(f"# production runs {args.app_processes} app process(es)")
     page = requests.get(host.url("/brevets/"), headers={"Host": host.host_header}, timeout=30)
     event = re.search(r'href="http://[^"/]+(/brevets/LM/200/[^"]+)"', page.text).group(1)
     results["riders_on_event"] = add_riders(host.release_dir("2026r1") / DB, event, args.riders)

@@ -1,7 +1,9 @@
 """The database: models, engine and the request-bound session (`request.db`)."""
 
+import transaction.interfaces
 import zope.sqlalchemy
 from sqlalchemy import engine_from_config, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import configure_mappers, sessionmaker
 
 from . import page_generation
@@ -20,7 +22,7 @@ page_generation.PUBLIC_MODELS = (Brevet, Populaire, BrevetRider, PopulaireRider,
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def _tune_sqlite(engine) -> None:
+def _tune_sqlite(engine, busy_ms: int) -> None:
     """WAL so readers never wait for a writer, a busy timeout so writers queue instead of failing,
     and BEGIN issued by us so a write request can take the write lock up front (see get_tm_session).
     """
@@ -30,7 +32,7 @@ def _tune_sqlite(engine) -> None:
         dbapi_connection.isolation_level = None  # let the "begin" hook below issue BEGIN
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms:d}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
@@ -44,7 +46,7 @@ def _tune_sqlite(engine) -> None:
 def get_engine(settings, prefix="sqlalchemy."):
     engine = engine_from_config(settings, prefix)
     if engine.dialect.name == "sqlite":
-        _tune_sqlite(engine)
+        _tune_sqlite(engine, int(settings.get("sqlite.busy_timeout_ms", 10000)))
     return engine
 
 
@@ -59,8 +61,18 @@ def get_tm_session(session_factory, transaction_manager, request=None):
     if request is not None and request.method in WRITE_METHODS and _is_sqlite(dbsession):
         # A deferred transaction that reads and then writes can hit SQLITE_BUSY without waiting
         # when another writer got in between; taking the write lock first makes writers queue.
-        dbsession.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+        try:
+            dbsession.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+        except OperationalError as error:
+            if "locked" not in str(error.orig):
+                raise
+            # Nothing was done yet: pyramid_retry sends the request through again.
+            raise WriteLockBusy(str(error.orig)) from error
     return dbsession
+
+
+class WriteLockBusy(transaction.interfaces.TransientError):
+    """Other writers held the database's write lock for the whole busy timeout."""
 
 
 def _is_sqlite(dbsession) -> bool:

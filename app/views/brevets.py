@@ -6,6 +6,7 @@ from pyramid.httpexceptions import HTTPNotFound
 from pyramid.view import view_config
 from sqlalchemy import select
 
+from .. import signup
 from ..models import Brevet
 from ..models.events import BREVET_DISTANCES, MOVED_ON_AFTER, REGIONS, URL_DATE_FORMAT
 from . import events
@@ -79,6 +80,8 @@ def brevet_page(request):
 
 @view_config(route_name="brevet.entry", request_method=("GET", "POST"))
 def brevet_entry(request):
+    if request.method == "POST":
+        signup.ask_membership_first(request)
     brevet, answer = find_brevet(request)
     return answer or events.entry_page(request, brevet)
 

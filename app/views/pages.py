@@ -3,10 +3,12 @@
 from pyramid.exceptions import BadCSRFToken
 from pyramid.httpexceptions import HTTPMovedPermanently
 from pyramid.interfaces import IRoutesMapper
+from pyramid.response import Response
 from pyramid.view import forbidden_view_config, notfound_view_config, view_config
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import migrations
+from ..models import WriteLockBusy
 from ..models.site_config import MissingConfiguration, get_link
 from .brevets import current_brevets
 from .populaires import current_populaires
@@ -72,6 +74,22 @@ def not_found(request):
 def forbidden(request):
     request.response.status_int = 403
     return {"logged_in": request.identity is not None}
+
+
+@view_config(context=WriteLockBusy)
+def write_lock_busy(request):
+    """Every try of the request found other writers holding the database: nothing was stored,
+    and the browser may send it again. A plain page: the site's layout could need the database."""
+    response = Response(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<title>Busy | RandoPony</title></head><body><h1>The site is busy</h1>"
+        "<p>Nothing was saved. Please go back and send the form again in a moment.</p>"
+        "</body></html>\n",
+        status=503,
+        content_type="text/html",
+    )
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 @view_config(context=BadCSRFToken, renderer="400.jinja2")

@@ -1,13 +1,16 @@
 """Pre-registration: the form, its rules, and what a sign-up stores and queues."""
 
 import json
+import sqlite3
 import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import webtest
 from sqlalchemy import select
 
+from app import main
 from app.models import BrevetRider, Link, OutboundEmail, PopulaireRider
 from tests.factories import in_days, make_brevet, make_populaire, now
 
@@ -303,3 +306,50 @@ def test_rider_list_downloads(testapp, db, brevet_url):
     assert xlsx.body[:2] == b"PK"
     testapp.get(f"{brevet_url}/rider_list/{brevet.uuid}.exe", status=404)
     testapp.get(f"{brevet_url}/rider_list/wrong.csv", status=404)
+
+
+def test_membership_is_asked_before_the_sign_up_takes_the_write_lock(
+    testapp, db, brevet_url, membership_service, app_settings
+):
+    """While the club's service answers, another writer can write: the sign-up does not hold
+    SQLite's write lock across the call."""
+    database = app_settings["sqlalchemy.url"].removeprefix("sqlite:///")
+    seen = []
+
+    class Answer(MembershipService):
+        def do_GET(self):
+            other = sqlite3.connect(database, timeout=0.2, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("ROLLBACK")
+                seen.append("could write")
+            except sqlite3.OperationalError as error:
+                seen.append(str(error))
+            finally:
+                other.close()
+            super().do_GET()
+
+    membership_service.RequestHandlerClass = Answer
+    form = fill(entry_form(testapp, brevet_url), bike_type="single")
+    assert "Thank you" in form.submit().follow().text
+    assert seen == ["could write"]
+    assert riders(db)[0].member_status is True
+
+
+def test_a_sign_up_that_never_gets_the_write_lock_is_refused_with_503(db, brevet_url, app_settings):
+    """Another writer holds the database for every try: the rider is told to send it again
+    (503, Retry-After), never a 500, and nothing is stored."""
+    wsgi_app = main({}, **{**app_settings, "sqlite.busy_timeout_ms": "50"})
+    testapp = webtest.TestApp(wsgi_app, extra_environ={"HTTP_HOST": "randopony.localhost"})
+    form = fill(entry_form(testapp, brevet_url), bike_type="single")
+    database = app_settings["sqlalchemy.url"].removeprefix("sqlite:///")
+    writer = sqlite3.connect(database, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        answer = form.submit(status=503)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert answer.headers["Retry-After"] == "5"
+    assert "Nothing was saved" in answer.text
+    assert riders(db) == [] and outbox(db) == []
