@@ -3,7 +3,8 @@ what breaks: failed requests, sign-ups not stored exactly once, release processe
 when nobody asked them to, fatal Python errors, and the host's memory.
 
     .venv/bin/python bench/soak.py [--minutes 10] [--clients 8] [--riders 4000]
-                                   [--cycle-every 0] [--offending-build] [--json OUT]
+                                   [--cycle-every 0] [--kill-every 0] [--offending-build]
+                                   [--app-processes N] [--json OUT]
 
 A temporary host (panel and router, mail sink, all under supervisord as `make run` has them)
 gets release 2026r1 in production with the demo events, as `make run` does, membership check
@@ -14,6 +15,9 @@ address.
 
 --cycle-every S: every S seconds, a new release goes to staging and is promoted, and the
 previous cycle's release is rolled back half-way to the next: the soak of the hardening issue.
+
+--kill-every S: every S seconds, one of production's app processes (in turn) is killed with
+SIGKILL, a crash on demand: what the guard keeps from the riders.
 
 --offending-build: production runs the membership check of before the crash fix (requests,
 with charset-normalizer 3.5.2's compiled build in the release's virtualenv): with it, the
@@ -28,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -44,7 +50,7 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CHECKOUT))
 
 from bench.promote import DB, BenchHost, other_hosts, say  # noqa: E402
-from deploy import host_paths, host_service, release_runtime  # noqa: E402
+from deploy import host_paths, host_service, release_runtime, supervisor  # noqa: E402
 
 # The membership check as it was before the crash fix, for --offending-build.
 OFFENDING_MEMBERSHIP = '''"""The membership check of before the crash fix (bench/soak.py)."""
@@ -169,6 +175,21 @@ def set_app_processes(host: BenchHost, release: str, processes: int) -> None:
     subprocess.run([*runtime, "start-supervisor"], cwd=directory, check=True)
 
 
+def kill_an_app_process(host: BenchHost, release: str, kills: int) -> int:
+    """SIGKILL one of the release's running app processes, in turn; 1 if one was killed."""
+    sock = host.release_dir(release) / "supervisor.sock"
+    running = sorted(
+        (p for p in supervisor.programs(sock) if p.group == "app" and p.state == "RUNNING"),
+        key=lambda p: p.name,
+    )
+    if not running:
+        return 0
+    victim = running[kills % len(running)]
+    os.kill(victim.pid, signal.SIGKILL)
+    say(f"# killed {release} {victim.name} (pid {victim.pid})")
+    return 1
+
+
 def rss_mb(pid: int | None) -> float | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -218,6 +239,13 @@ def main() -> int:
     parser.add_argument("--cycle-every", type=float, default=0, metavar="SECONDS")
     parser.add_argument("--offending-build", action="store_true")
     parser.add_argument(
+        "--kill-every",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="SIGKILL one of production's app processes this often (a crash on demand)",
+    )
+    parser.add_argument(
         "--app-processes", type=int, help="production's app processes (default: the release's)"
     )
     parser.add_argument("--json", type=Path)
@@ -245,6 +273,7 @@ def main() -> int:
                 "router_rss_start_mb",
                 "router_rss_end_mb",
                 "cycles",
+                "kills",
             )
         )
     )
@@ -277,13 +306,16 @@ def run(host: BenchHost, args, results: dict) -> None:
     started = time.monotonic()
     end = started + args.minutes * 60
     production, pending, cycles, next_cycle = "2026r1", [], 0, started + args.cycle_every
-    said_at = 0
+    said_at, kills, next_kill = 0, 0, started + args.kill_every
     try:
         while time.monotonic() < end:
             if args.cycle_every and time.monotonic() >= next_cycle:
                 cycles += 1
                 production = cycle(host, cycles, production, pending)
                 next_cycle += args.cycle_every
+            if args.kill_every and time.monotonic() >= next_kill:
+                kills += kill_an_app_process(host, production, kills)
+                next_kill += args.kill_every
             time.sleep(1)
             elapsed = int(time.monotonic() - started)
             if elapsed // 30 != said_at // 30:
@@ -320,6 +352,7 @@ def run(host: BenchHost, args, results: dict) -> None:
         crash_list=crashes,
         fatal=fatal,
         cycles=cycles,
+        kills=kills,
         serving=serving,
     )
     say(json.dumps({k: v for k, v in results.items() if k != "crash_list"}, default=str))

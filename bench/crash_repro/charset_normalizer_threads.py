@@ -4,6 +4,7 @@ membership check did on a machine without internet) while they build many small 
 the app did rendering a rider list of thousands). Nothing of RandoPony is in it.
 
     python bench/crash_repro/charset_normalizer_threads.py [--seconds 180] [--pure]
+                                                           [--debug-malloc]
 
 It serves on a free loopback port in a child process, drives it with 8 keep-alive clients for
 --seconds, and reports how the server ended: "server still running" (no crash), or its signal
@@ -99,10 +100,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=180)
     parser.add_argument("--pure", action="store_true")
+    parser.add_argument(
+        "--debug-malloc",
+        action="store_true",
+        help="PYTHONMALLOC=debug in the server: a write past a block is caught at its free",
+    )
     args = parser.parse_args()
     port = free_port()
     output = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
     environment = dict(os.environ, REPRO_PURE="1" if args.pure else "0")
+    if args.debug_malloc:
+        environment["PYTHONMALLOC"] = "debug"
     server = subprocess.Popen(
         [sys.executable, "-c", SERVER, str(port)],
         stdout=output,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import subprocess
@@ -164,6 +165,14 @@ def committed_before(log: Path, instant: float) -> int:
     return best
 
 
+def wait_committed(log: Path, beyond: int, timeout: float = 60) -> None:
+    """Until the writer logging to `log` has committed a transaction numbered above `beyond`."""
+    deadline = time.monotonic() + timeout
+    while not log.exists() or committed_before(log, math.inf) <= beyond:
+        assert time.monotonic() < deadline, f"{log.name}: no commit past {beyond} in {timeout} s"
+        time.sleep(0.02)
+
+
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -192,7 +201,8 @@ def test_copies_under_concurrent_writers_and_checkpoints(tmp_path):
     writers = [start(WRITER, src, logs[0], 1, 50), start(WRITER, src, logs[1], 2, 200)]
     checkpointer = start(CHECKPOINTER, src)
     try:
-        time.sleep(0.3)
+        for log in logs:
+            wait_committed(log, 0)
         for i in range(8):
             dst = tmp_path / f"copy{i}.db"
             result = consistent_copy(src, dst)
@@ -204,12 +214,11 @@ def test_copies_under_concurrent_writers_and_checkpoints(tmp_path):
                 assert last[writer] >= committed_before(log, result.locked_at)
             assert last[1] > 0 and last[2] > 0
             assert not (tmp_path / f"copy{i}.db-wal").exists()
-            time.sleep(0.05)
         assert all(w.poll() is None for w in writers), "a writer died"
+        # The writers go on committing after the copies (they were only held, never broken).
+        wait_committed(logs[0], last[1])
     finally:
         stop(*writers, checkpointer)
-    # The writers kept committing after the copies (they were only held, never broken).
-    assert committed_before(logs[0], time.monotonic()) > last[1]
 
 
 def test_uncheckpointed_wal_frames_are_in_the_copy(tmp_path):
