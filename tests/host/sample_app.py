@@ -2,12 +2,15 @@
 
     python tests/host/sample_app.py NAME PORT
 
-It counts the POSTs it receives by their `id`, so a test can check each was answered once.
+It counts the POSTs it receives by their `id`, so a test can check each was answered once. A
+request with `gate=PATH` stays at the app until that file exists (and, with an `id`, is counted
+as it leaves), so a test can hold a request under way for as long as it needs.
 """
 
 import hashlib
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -38,6 +41,11 @@ def make_app(name: str):
                 digest.update(chunk)
                 length += len(chunk)
             return _json(start_response, {"sha256": digest.hexdigest(), "length": length})
+        if "gate" in query:
+            # A request that stays at the app until the test creates the gate file.
+            print(f"at gate {query['gate'][0]}", flush=True)
+            while not os.path.exists(query["gate"][0]):
+                time.sleep(0.01)
         if method == "POST":
             post_id = query.get("id", ["?"])[0]
             environ["wsgi.input"].read()
@@ -46,6 +54,9 @@ def make_app(name: str):
             with lock:
                 posts[post_id] = posts.get(post_id, 0) + 1
             return _json(start_response, {"app": name, "id": post_id})
+        if "gate" in query and "id" in query:
+            with lock:
+                posts[query["id"][0]] = posts.get(query["id"][0], 0) + 1
         if path == "/posts":
             with lock:
                 return _json(start_response, dict(posts))

@@ -1,12 +1,13 @@
 """The two waits a promotion relies on: a write hold answers only once the writes already under
-way have finished, and wait_app_idle only once no request to the app is under way."""
+way have finished, and wait_app_idle only once no request to the app is under way. Requests are
+kept at the app behind a gate (a file the test creates), so nothing depends on how fast the
+machine is."""
 
 import threading
-import time
 
 import requests
 
-from tests.host.test_router import DOMAIN, get, site  # noqa: F401
+from tests.host.test_router import DOMAIN, get, site, wait_for_text, wait_until  # noqa: F401
 
 
 def in_thread(function):
@@ -14,44 +15,72 @@ def in_thread(function):
 
     def run():
         finished["answer"] = function()
-        finished["at"] = time.monotonic()
 
     thread = threading.Thread(target=run)
     thread.start()
     return thread, finished
 
 
-def test_hold_writes_waits_for_the_write_under_way(host, api, site):  # noqa: F811
-    url = host.router_url.rstrip("/") + "/submit?id=slow-1&seconds=1.5"
+def answered_by_app(site):  # noqa: F811
+    return requests.get(f"http://127.0.0.1:{site.port}/posts", timeout=5).json()
+
+
+def test_hold_writes_waits_for_the_write_under_way(host, api, site, tmp_path):  # noqa: F811
+    gate = tmp_path / "gate-post"
+    url = host.router_url.rstrip("/") + f"/submit?id=slow-1&gate={gate}"
     headers = {"Host": f"{DOMAIN}:{host.router_port}"}
-    thread, post = in_thread(lambda: requests.post(url, headers=headers, data=b"x", timeout=20))
-    time.sleep(0.4)  # the POST is now at the app, for about 1.1 s more
-    asked_at = time.monotonic()
-    assert api.hold_writes("randopony", 30) == [DOMAIN]
-    held_at = time.monotonic()
-    thread.join()
+    thread, post = in_thread(lambda: requests.post(url, headers=headers, data=b"x", timeout=60))
+    wait_for_text(tmp_path / f"app-r1-{site.port}.log", f"at gate {gate}", timeout=60)
+
+    holding_api = host.api()  # a client of its own: an XML-RPC proxy is one call at a time
+
+    def hold():
+        domains = holding_api.hold_writes("randopony", 60)
+        # What the app had answered when the hold came back: the write under way, always.
+        return domains, answered_by_app(site)
+
+    holder, held = in_thread(hold)
+    # The hold is in force (a new write waits at the router), and it has not answered.
+    late = threading.Thread(
+        target=lambda: requests.post(
+            host.router_url.rstrip("/") + "/submit?id=late", headers=headers, data=b"y", timeout=60
+        )
+    )
+    late.start()
+    wait_until(lambda: api.held_requests("randopony") == 1, "the late write to be held")
+    assert "answer" not in held
+    gate.touch()
+    holder.join(60)
+    thread.join(60)
+    assert held["answer"] == ([DOMAIN], {"slow-1": 1})
     assert post["answer"].status_code == 200
-    assert held_at - asked_at > 0.8  # the hold waited for the write under way...
-    # ...until the router had answered it (the client may hear of it a moment after the hold)
-    assert post["at"] <= held_at + 0.2
     api.release_writes("randopony")
+    late.join(60)
+    assert answered_by_app(site) == {"slow-1": 1, "late": 1}
 
 
-def test_wait_app_idle_waits_for_requests_under_way(host, api, site):  # noqa: F811
-    thread, slow = in_thread(lambda: get(host, "/slow?seconds=1.5"))
-    time.sleep(0.4)  # the GET is now at the app, for about 1.1 s more
-    asked_at = time.monotonic()
-    assert api.wait_app_idle(site.name, 10) == 0
-    idle_at = time.monotonic()
-    thread.join()
+def test_wait_app_idle_waits_for_requests_under_way(host, api, site, tmp_path):  # noqa: F811
+    gate = tmp_path / "gate-get"
+    thread, slow = in_thread(lambda: get(host, f"/gated?id=slow-get&gate={gate}"))
+    wait_for_text(tmp_path / f"app-r1-{site.port}.log", f"at gate {gate}", timeout=60)
+    waiting_api = host.api()  # a client of its own: an XML-RPC proxy is one call at a time
+    waiter, idle = in_thread(
+        lambda: (waiting_api.wait_app_idle(site.name, 60), answered_by_app(site))
+    )
+    assert api.wait_app_idle(site.name, 0.3) == 1  # the GET is still under way
+    assert "answer" not in idle
+    gate.touch()
+    waiter.join(60)
+    thread.join(60)
     assert slow["answer"].status_code == 200
-    assert idle_at - asked_at > 0.8  # it waited for the request under way...
-    # ...until the router had answered it (the client may hear of it a moment after)
-    assert slow["at"] <= idle_at + 0.2
+    # It came back only once the app had answered the GET.
+    assert idle["answer"] == (0, {"slow-get": 1})
 
 
-def test_wait_app_idle_gives_up_and_says_how_many_are_left(host, api, site):  # noqa: F811
-    thread, _ = in_thread(lambda: get(host, "/slow?seconds=2"))
-    time.sleep(0.4)
+def test_wait_app_idle_gives_up_and_says_how_many_are_left(host, api, site, tmp_path):  # noqa: F811
+    gate = tmp_path / "gate-idle"
+    thread, _ = in_thread(lambda: get(host, f"/gated?gate={gate}"))
+    wait_for_text(tmp_path / f"app-r1-{site.port}.log", f"at gate {gate}", timeout=60)
     assert api.wait_app_idle(site.name, 0.3) == 1
-    thread.join()
+    gate.touch()
+    thread.join(60)
