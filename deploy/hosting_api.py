@@ -218,9 +218,10 @@ class HostingAPI:
         """Extension: let held writes go on; returns the domains released."""
         return list(self._session_call("release_writes", website))
 
-    def held_requests(self, website: str) -> int:
-        """Extension: how many requests to the website wait at the router right now."""
-        return int(self._session_call("held_requests", website))
+    def held_requests(self, website_or_domain: str) -> int:
+        """Extension: how many requests wait at the router right now for a website's domains,
+        or for one domain (a name with a dot)."""
+        return int(self._session_call("held_requests", website_or_domain))
 
     def wait_app_idle(self, name: str, timeout: float = 30.0) -> int:
         """Extension: wait until no request to the app is under way; returns how many still are."""

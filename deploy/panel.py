@@ -248,11 +248,14 @@ class Panel:
         log.info("released writes to %s: %s", website, ", ".join(domains) or "none held")
         return domains
 
-    def held_requests(self, session_id, website):
-        """How many requests to the website wait at the router (held writes, a moving domain)."""
+    def held_requests(self, session_id, name):
+        """How many requests wait at the router for a website's domains (held writes), or for
+        one domain (held writes, or a domain moving between websites)."""
         self._check_session(session_id)
-        self.store.get_website(website)
-        return self.table.waiting(self.table.domains_of(website))
+        if isinstance(name, str) and "." in name:
+            return self.table.waiting([name.lower()])
+        self.store.get_website(name)
+        return self.table.waiting(self.table.domains_of(name))
 
     async def app_answers(self, session_id, name):
         self._check_session(session_id)

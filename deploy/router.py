@@ -41,6 +41,10 @@ HOP_BY_HOP = frozenset(
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 # Between tries of a request the app did not take: doubling from the first to the last.
 RETRY_PAUSE, MAX_RETRY_PAUSE = 0.02, 0.5
+# Answers to reads are read whole up to this size (event pages of thousands of riders fit), and
+# a read whose answer was cut off is sent again, up to BODY_TRIES in all.
+BUFFERED_BODY = 4 * 1024 * 1024
+BODY_TRIES = 3
 # Read whole upstream bodies up to this size: one write instead of a streaming loop.
 SMALL_BODY = 64 * 1024
 UNKNOWN_DOMAINS_LOG = "_unknown_domains"
@@ -172,32 +176,44 @@ class Router:
             headers["X-Forwarded-Prefix"] = target.mount.path
         url = URL(f"http://127.0.0.1:{target.mount.port}{target.upstream_path}", encoded=True)
         data = request.content if request.body_exists else None
-        upstream = await self._send(request, target, url, headers, data)
-        try:
-            response_headers = CIMultiDict(
-                (name, value)
-                for name, value in upstream.headers.items()
-                if name.lower() not in HOP_BY_HOP
-            )
-            length = upstream.content_length
-            if length is not None and length <= SMALL_BODY:
-                body = await upstream.read()
-                return web.Response(
-                    status=upstream.status,
-                    reason=upstream.reason,
-                    headers=response_headers,
-                    body=body,
+        idempotent = data is None and request.method in IDEMPOTENT
+        # A page a reader asked for is read whole before the browser gets a byte of it, up to
+        # a size, so that an app process dying half-way through it costs only a second try.
+        whole = BUFFERED_BODY if idempotent else SMALL_BODY
+        for attempt in range(BODY_TRIES):
+            upstream = await self._send(request, target, url, headers, data)
+            try:
+                response_headers = CIMultiDict(
+                    (name, value)
+                    for name, value in upstream.headers.items()
+                    if name.lower() not in HOP_BY_HOP
                 )
-            response = web.StreamResponse(
-                status=upstream.status, reason=upstream.reason, headers=response_headers
-            )
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_chunked(SMALL_BODY):
-                await response.write(chunk)
-            await response.write_eof()
-            return response
-        finally:
-            upstream.release()
+                length = upstream.content_length
+                if length is not None and length <= whole:
+                    try:
+                        body = await upstream.read()
+                    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as error:
+                        if idempotent and attempt + 1 < BODY_TRIES:
+                            self.retried += 1
+                            continue
+                        raise _AppDown(target.mount.app, target.mount.port, error) from None
+                    return web.Response(
+                        status=upstream.status,
+                        reason=upstream.reason,
+                        headers=response_headers,
+                        body=body,
+                    )
+                response = web.StreamResponse(
+                    status=upstream.status, reason=upstream.reason, headers=response_headers
+                )
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_chunked(SMALL_BODY):
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+            finally:
+                upstream.release()
+        raise AssertionError("unreachable: the last try returns or raises")
 
     async def _send(self, request, target, url, headers, data):
         """Send the request to the app, again while that is safe, until the app answers or the

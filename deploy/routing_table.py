@@ -143,8 +143,11 @@ class RoutingTable:
             route = self._routes.get(host)
             wait_reason = None
             if route is None:
+                moving = f"domain {host} is moving and was not attached in time"
                 if self._moving.get(host, 0) > now:
-                    wait_reason = (404, f"domain {host} is moving and was not attached in time")
+                    wait_reason = (404, moving)
+                elif deadline is not None:  # it waited here for the domain, in vain
+                    raise NotRouted(404, moving)
                 else:
                     raise NotRouted(404, f"no website serves {host}")
             elif method in WRITE_METHODS and host in self._holds:

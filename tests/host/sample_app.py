@@ -31,8 +31,14 @@ def make_app(name: str):
             size = int(query["bytes"][0])
             start_response(
                 "200 OK",
-                [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))],
+                [
+                    ("Content-Type", "application/octet-stream"),
+                    ("Content-Length", str(size)),
+                    ("X-App", name),
+                ],
             )
+            if query.get("stall", [""])[0] == name:
+                return _stalled(name, size)
             return _pattern(size)
         if method == "POST" and path == "/digest":
             digest, length = hashlib.sha256(), 0
@@ -80,6 +86,15 @@ def make_app(name: str):
         )
 
     return app
+
+
+def _stalled(name: str, size: int):
+    """The first MiB, then nothing more: an app that dies half-way through an answer."""
+    yield bytes(range(256)) * 4096
+    print(f"stalled mid-answer: {name}", flush=True)
+    while True:
+        time.sleep(1)
+    yield from _pattern(size - (1 << 20))
 
 
 def _pattern(size: int):

@@ -40,6 +40,7 @@ def test_hold_writes_waits_for_the_write_under_way(host, api, site, tmp_path):  
         return domains, answered_by_app(site)
 
     holder, held = in_thread(hold)
+    wait_for_text(host.log, "holding writes to randopony", timeout=60)
     # The hold is in force (a new write waits at the router), and it has not answered.
     late = threading.Thread(
         target=lambda: requests.post(

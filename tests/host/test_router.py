@@ -229,3 +229,24 @@ def test_a_read_whose_app_dies_under_it_is_answered_by_the_next(host, site, star
     reader.join(60)
     assert answer["get"].status_code == 200
     assert answer["get"].json()["app"] == "r1-again"
+
+
+def test_a_read_cut_off_half_way_by_a_dying_app_is_sent_again(host, site, start_app, tmp_path):
+    """The app dies after the first MiB of a 2 MiB answer: the browser gets the whole answer,
+    from the app that comes back, and never a truncated one."""
+    answer = {}
+
+    def read():
+        answer["get"] = get(host, "/big?bytes=2097152&stall=r1")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    first = start_app.processes[-1]
+    wait_for_text(tmp_path / f"app-r1-{site.port}.log", "stalled mid-answer: r1", timeout=30)
+    first.kill()
+    first.wait(10)
+    start_app("r1-again", site.port)
+    reader.join(60)
+    assert answer["get"].status_code == 200
+    assert answer["get"].headers["X-App"] == "r1-again"
+    assert answer["get"].content == (bytes(range(256)) * 4096) * 2
