@@ -27,6 +27,7 @@ def main(global_config, **settings):
         config.add_jinja2_renderer(".txt", settings_prefix="jinja2_text.")
         config.add_jinja2_search_path("app:templates", name=".txt")
         config.include(".models")
+        config.include(".request_replay")
         config.include(".security")
         config.include(".worker")
         config.include(".routes")

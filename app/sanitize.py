@@ -273,6 +273,7 @@ RULES: dict[str, dict[str, Rule]] = {
 EMPTIED: dict[str, str] = {
     "outbound_emails": "production's outbox: real recipients, bodies with secret links; "
     "a row left unsent would be sent from staging",
+    "handled_requests": "ids of production's requests; staging's router gives its own",
 }
 
 # What happens to a text column with no rule of its own (or a rule that rewrites nothing).

@@ -209,6 +209,20 @@ def crashes_and_fatal_errors(host: BenchHost) -> tuple[list[dict], int]:
     return crashes, fatal
 
 
+def app_errors(host: BenchHost) -> dict[str, int]:
+    """The exceptions the releases' apps logged (the last line of each traceback), counted."""
+    found: Counter = Counter()
+    for log in host_paths.webapps(host.root).glob("*/pyramid.log*"):
+        in_traceback = False
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("Traceback"):
+                in_traceback = True
+            elif in_traceback and line and not line[0].isspace():
+                found[line[:200]] += 1
+                in_traceback = False
+    return dict(found)
+
+
 def serving_release(host: BenchHost) -> str:
     answer = requests.get(host.url("/up"), headers={"Host": host.host_header}, timeout=30)
     return answer.json()["release"]
@@ -342,6 +356,7 @@ def run(host: BenchHost, args, results: dict) -> None:
             for (email,) in db.execute("SELECT email FROM brevet_riders WHERE email LIKE 'soak-%'")
         )
     crashes, fatal = crashes_and_fatal_errors(host)
+    results["app_errors"] = app_errors(host)
     results.update(
         requests=sum(r.requests for r in riders),
         failed=sum(failures.values()),

@@ -12,6 +12,7 @@ import itertools
 import logging
 import math
 import time
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -39,6 +40,11 @@ HOP_BY_HOP = frozenset(
     }
 )
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+# The request's id, and the answer header of an app that handles a write sent twice once.
+REQUEST_ID = "X-Randopony-Request"
+REPLAY_HEADER = "X-Randopony-Replay"
+# Bodies up to this size (forms) are read before they are sent, so they can be sent again.
+REPLAYABLE_BODY = 64 * 1024
 # Between tries of a request the app did not take: doubling from the first to the last.
 RETRY_PAUSE, MAX_RETRY_PAUSE = 0.02, 0.5
 # Answers to reads are read whole up to this size (event pages of thousands of riders fit), and
@@ -99,6 +105,8 @@ class Router:
         self.retry_window = retry_window
         self.retried = 0
         self.down_since: dict[int, float] = {}
+        # Ports whose app last said it does a write sent twice once.
+        self.replay_safe: dict[int, bool] = {}
         self.client: aiohttp.ClientSession | None = None
         self._flusher: asyncio.Task | None = None
         self._stamp_second = 0
@@ -175,7 +183,12 @@ class Router:
         if target.mount.path != "/":
             headers["X-Forwarded-Prefix"] = target.mount.path
         url = URL(f"http://127.0.0.1:{target.mount.port}{target.upstream_path}", encoded=True)
+        # Every request gets an id of the router's own; its tries share it, so an app that keeps
+        # the ids of the writes it handled does a write sent twice once (app/request_replay.py).
+        headers[REQUEST_ID] = uuid.uuid4().hex
         data = request.content if request.body_exists else None
+        if data is not None and (request.content_length or REPLAYABLE_BODY + 1) <= REPLAYABLE_BODY:
+            data = await request.read()  # a form: small, and kept so it can be sent again
         idempotent = data is None and request.method in IDEMPOTENT
         # A page a reader asked for is read whole before the browser gets a byte of it, up to
         # a size, so that an app process dying half-way through it costs only a second try.
@@ -183,10 +196,11 @@ class Router:
         for attempt in range(BODY_TRIES):
             upstream = await self._send(request, target, url, headers, data)
             try:
+                self.replay_safe[target.mount.port] = upstream.headers.get(REPLAY_HEADER) == "ids"
                 response_headers = CIMultiDict(
                     (name, value)
                     for name, value in upstream.headers.items()
-                    if name.lower() not in HOP_BY_HOP
+                    if name.lower() not in HOP_BY_HOP and name.lower() != REPLAY_HEADER.lower()
                 )
                 length = upstream.content_length
                 if length is not None and length <= whole:
@@ -225,6 +239,8 @@ class Router:
         idempotent = data is None and request.method in IDEMPOTENT
         loop = asyncio.get_running_loop()
         port = target.mount.port
+        # A write the app may have stored goes again only to an app that does it once.
+        replayable = isinstance(data, bytes) and self.replay_safe.get(port, False)
         # An app that has refused for a whole window is down, not restarting: answer at once.
         deadline = min(loop.time(), self.down_since.get(port, math.inf)) + self.retry_window
         for attempt in itertools.count():
@@ -244,7 +260,7 @@ class Router:
                 self.down_since.setdefault(port, loop.time())
                 failure = error
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
-                if not idempotent:
+                if not (idempotent or replayable):
                     raise _AppDown(target.mount.app, target.mount.port, error) from None
                 failure = error
             if request.transport is None or request.transport.is_closing():

@@ -81,7 +81,7 @@ def write_lock_busy(request):
     """Every try of the request found other writers holding the database: nothing was stored,
     and the browser may send it again. A plain page: the site's layout could need the database."""
     response = Response(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         "<title>Busy | RandoPony</title></head><body><h1>The site is busy</h1>"
         "<p>Nothing was saved. Please go back and send the form again in a moment.</p>"
         "</body></html>\n",

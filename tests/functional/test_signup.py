@@ -353,3 +353,27 @@ def test_a_sign_up_that_never_gets_the_write_lock_is_refused_with_503(db, brevet
     assert answer.headers["Retry-After"] == "5"
     assert "Nothing was saved" in answer.text
     assert riders(db) == [] and outbox(db) == []
+
+
+def test_a_sign_up_sent_again_by_the_router_is_stored_and_mailed_once(testapp, db, brevet_url):
+    """The router sends a write again, with the same request id, when the app process that had
+    it died: the second try gets the first one's answer, and nothing is done twice."""
+    form = fill(entry_form(testapp, brevet_url), bike_type="single")
+    first = form.submit(headers={"X-Randopony-Request": "a" * 32}, status=302)
+    again = form.submit(headers={"X-Randopony-Request": "a" * 32}, status=302)
+    assert again.location == first.location
+    assert again.headers["X-Randopony-Replay"] == "ids"
+    assert "Set-Cookie" not in again.headers  # the view did not run: no "already registered"
+    assert len(riders(db)) == 1 and len(outbox(db)) == 2
+    # Another request id is another sign-up attempt (here: already registered).
+    other = form.submit(headers={"X-Randopony-Request": "b" * 32}, status=302)
+    assert "already registered" in other.follow().text
+    assert len(riders(db)) == 1 and len(outbox(db)) == 2
+
+
+def test_a_refused_write_leaves_no_record_so_its_second_try_is_done(testapp, db, brevet_url):
+    form = fill(entry_form(testapp, brevet_url), bike_type="single", email="not an address")
+    form.submit(headers={"X-Randopony-Request": "c" * 32}, status=400)
+    form["email"] = "rider@example.org"
+    form.submit(headers={"X-Randopony-Request": "c" * 32}, status=302)
+    assert len(riders(db)) == 1

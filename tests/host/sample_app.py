@@ -4,7 +4,9 @@
 
 It counts the POSTs it receives by their `id`, so a test can check each was answered once. A
 request with `gate=PATH` stays at the app until that file exists (and, with an `id`, is counted
-as it leaves), so a test can hold a request under way for as long as it needs.
+as it leaves), so a test can hold a request under way for as long as it needs (`gate_app=NAME`:
+only in the app of that name). An app whose name starts with "replay-" tells the router, as
+RandoPony does, that a write sent to it twice is done once.
 """
 
 import hashlib
@@ -47,9 +49,10 @@ def make_app(name: str):
                 digest.update(chunk)
                 length += len(chunk)
             return _json(start_response, {"sha256": digest.hexdigest(), "length": length})
-        if "gate" in query:
+        if "gate" in query and query.get("gate_app", [name])[0] == name:
             # A request that stays at the app until the test creates the gate file.
-            print(f"at gate {query['gate'][0]}", flush=True)
+            request_id = environ.get("HTTP_X_RANDOPONY_REQUEST")
+            print(f"at gate {query['gate'][0]} (request {request_id})", flush=True)
             while not os.path.exists(query["gate"][0]):
                 time.sleep(0.01)
         if method == "POST":
@@ -59,7 +62,10 @@ def make_app(name: str):
                 time.sleep(float(query["seconds"][0]))
             with lock:
                 posts[post_id] = posts.get(post_id, 0) + 1
-            return _json(start_response, {"app": name, "id": post_id})
+            return _json(
+                start_response,
+                {"app": name, "id": post_id, "request": environ.get("HTTP_X_RANDOPONY_REQUEST")},
+            )
         if "gate" in query and "id" in query:
             with lock:
                 posts[query["id"][0]] = posts.get(query["id"][0], 0) + 1
@@ -108,9 +114,11 @@ def _pattern(size: int):
 
 def _json(start_response, data) -> list[bytes]:
     body = json.dumps(data).encode()
-    start_response(
-        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-    )
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    if data.get("app", "").startswith("replay-"):
+        # An app that says it does a write sent twice once (as RandoPony's does).
+        headers.append(("X-Randopony-Replay", "ids"))
+    start_response("200 OK", headers)
     return [body]
 
 

@@ -1,6 +1,7 @@
 """What a browser sees through the router: pages, headers, big bodies, held writes, logs."""
 
 import hashlib
+import re
 import shutil
 import subprocess
 import threading
@@ -250,3 +251,54 @@ def test_a_read_cut_off_half_way_by_a_dying_app_is_sent_again(host, site, start_
     assert answer["get"].status_code == 200
     assert answer["get"].headers["X-App"] == "r1-again"
     assert answer["get"].content == (bytes(range(256)) * 4096) * 2
+
+
+def send_write_held_at_the_app(host, start_app, api, tmp_path, app_name):
+    """A website whose app holds a POST behind a gate, then dies; the app comes back."""
+    app = api.create_app("writer")
+    start_app(app_name, app.port)
+    api.create_website("writes", api.list_ips()[0], False, [DOMAIN], [(app.name, "/")])
+    assert get(host).status_code == 200  # the router hears what the app says of itself
+    gate = tmp_path / "gate"
+    answer = {}
+
+    def write():
+        answer["post"] = requests.post(
+            host.router_url + f"/submit?id=w1&gate={gate}&gate_app={app_name}",
+            data=b"rider=1",
+            headers={"Host": DOMAIN},
+            timeout=60,
+        )
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    log = wait_for_text(tmp_path / f"app-{app_name}-{app.port}.log", f"at gate {gate}", 30)
+    first_id = re.search(r"\(request ([0-9a-f]{32})\)", log).group(1)
+    start_app.processes[-1].kill()
+    start_app.processes[-1].wait(10)
+    start_app(f"{app_name}-again", app.port)
+    writer.join(60)
+    return answer["post"], first_id
+
+
+def test_a_write_whose_app_died_goes_again_to_an_app_that_does_it_once(
+    host, api, start_app, tmp_path
+):
+    answer, first_id = send_write_held_at_the_app(host, start_app, api, tmp_path, "replay-r1")
+    assert answer.status_code == 200
+    assert answer.json()["app"] == "replay-r1-again"
+    assert answer.json()["request"] == first_id  # the same id: the app can tell it is a retry
+    assert "X-Randopony-Replay" not in answer.headers  # between the router and its apps
+
+
+def test_a_write_whose_app_died_is_not_sent_twice_to_an_app_that_cannot_tell(
+    host, api, start_app, tmp_path
+):
+    answer, _ = send_write_held_at_the_app(host, start_app, api, tmp_path, "plain-r1")
+    assert answer.status_code == 502
+
+
+def test_the_request_id_is_the_routers_own(host, site):
+    seen = get(host, "/whoami", headers={"X-Randopony-Request": "f" * 32}).json()["headers"]
+    assert re.fullmatch(r"[0-9a-f]{32}", seen["x-randopony-request"])
+    assert seen["x-randopony-request"] != "f" * 32
