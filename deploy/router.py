@@ -1,7 +1,9 @@
 """The front-end web server: routes each request by its Host header to the app's port.
 
-Bodies are streamed both ways, connections to the apps are pooled and kept alive, and each
-website gets an access log with status and duration.
+Large bodies are streamed both ways; a form's body and the answer to a read are read whole first
+(up to a size), so that a request an app process dropped can be sent again (see _send).
+Connections to the apps are pooled and kept alive, and each website gets an access log with
+status and duration.
 """
 
 from __future__ import annotations
