@@ -122,7 +122,7 @@ def _config(folder: Path, port: int) -> str:
     )
 
 
-def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 10) -> None:
+def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

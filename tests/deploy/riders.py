@@ -85,6 +85,15 @@ class LoopingClient(threading.Thread):
                 self.failures.append(("error", str(error)))
 
 
+def wait_until(condition, what: str, timeout: float = 120.0) -> None:
+    """Poll until the condition holds; fail, saying what never happened, after a generous
+    deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up after {timeout} s waiting for {what}"
+        time.sleep(0.05)
+
+
 def said(page: str) -> str:
     """What a page says went wrong: its heading and any error or reason lines."""
     lines = re.findall(r"<h1>([^<]+)</h1>|<p[^>]*>([^<]+)</p>", page)

@@ -122,6 +122,13 @@ def host(local_host, mailbox):
         )
 
 
+def wait_until(condition, what, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up after {timeout} s waiting for {what}"
+        time.sleep(0.1)
+
+
 def test_sync_copies_production_sanitised_while_production_serves(host, mailbox):
     env = releases("2026r2", "2026r1")
     production_db = host.root / R1 / "RandoPony-production.sqlite"
@@ -132,7 +139,7 @@ def test_sync_copies_production_sanitised_while_production_serves(host, mailbox)
     reader = LoopingClient(host, Rider(host).event(), "during-sync-")
     reader.start()
     try:
-        time.sleep(1)
+        wait_until(lambda: reader.requests >= 3, "the looping client to be served")
         done = host.fab("sync_staging", **env)
     finally:
         reader.stop.set()
@@ -172,30 +179,37 @@ def test_sync_copies_production_sanitised_while_production_serves(host, mailbox)
     # A sign-up on staging mails the sink only, even from a real address.
     before = len(mailbox.messages)
     sign_up(host, STAGING, "someone.real@gmail.com")
-    time.sleep(2)
-    recipients = [r for rcpt, _, _ in mailbox.messages[before:] for r in rcpt]
-    assert all(r.endswith("@" + SINK) for r in recipients), recipients
-    deadline, withheld = time.monotonic() + 20, []
-    while time.monotonic() < deadline and not withheld:
-        time.sleep(0.5)
+
+    def outbox():
         with sqlite3.connect(staging_db) as db:
-            withheld = db.execute(
-                "SELECT last_error FROM outbound_emails "
-                "WHERE to_addrs LIKE '%someone.real@gmail.com%' AND last_error IS NOT NULL"
+            return db.execute(
+                "SELECT to_addrs, sent_at, last_error FROM outbound_emails"
             ).fetchall()
-    assert withheld and all(e.startswith("withheld") for (e,) in withheld), withheld
+
+    # Every email of the sign-up has been dealt with by staging's worker (sent or withheld):
+    # whatever it was going to send has reached the mailbox by now.
+    wait_until(
+        lambda: (
+            any("someone.real@gmail.com" in to for to, _, _ in outbox())
+            and all(sent_at for _, sent_at, _ in outbox())
+        ),
+        "staging's worker to deal with the sign-up's email",
+    )
+    recipients = [r for rcpt, _, _ in mailbox.messages[before:] for r in rcpt]
+    assert recipients and all(r.endswith("@" + SINK) for r in recipients), recipients
+    withheld = [error for to, _, error in outbox() if "someone.real@gmail.com" in to]
+    assert withheld and all(e.startswith("withheld") for e in withheld), withheld
 
 
 def test_production_worker_sends_its_own_queued_mail(host, mailbox):
     """The queued mail stayed production's: sent by production, once, to the real address."""
     runtime(host, R1, "start-worker")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        sent = [r for rcpt, _, _ in mailbox.messages for r in rcpt if r == REAL[2]]
-        if sent:
-            break
-        time.sleep(0.5)
-    assert sent == [REAL[2]]
+
+    def sent():
+        return [r for rcpt, _, _ in mailbox.messages for r in rcpt if r == REAL[2]]
+
+    wait_until(sent, "production's worker to send its queued mail")
+    assert sent() == [REAL[2]]
 
 
 def test_a_refused_sync_changes_nothing(host):

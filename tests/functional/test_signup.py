@@ -217,7 +217,8 @@ class MembershipService(BaseHTTPRequestHandler):
 
         query = parse_qs(urlparse(self.path).query)
         if query["first"][0] == "Slow":
-            threading.Event().wait(2)
+            # No answer until the test is over: the app's timeout always comes first.
+            self.server.test_over.wait(60)
         body = json.dumps(
             {"is_current_member": (query["first"][0], query["last"][0]) in self.members}
         )
@@ -233,6 +234,7 @@ class MembershipService(BaseHTTPRequestHandler):
 @pytest.fixture
 def membership_service(db):
     server = ThreadingHTTPServer(("127.0.0.1", 0), MembershipService)
+    server.test_over = threading.Event()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     link = db.scalar(select(Link).where(Link.key == "membership_check_url"))
@@ -241,6 +243,7 @@ def membership_service(db):
     )
     db.commit()
     yield server
+    server.test_over.set()
     server.shutdown()
     server.server_close()
 

@@ -28,7 +28,7 @@ def get(host, path="/", domain=DOMAIN, **kwargs):
     return requests.get(host.router_url + path, headers=headers, timeout=20, **kwargs)
 
 
-def wait_for_text(path, text, timeout=5.0) -> str:
+def wait_for_text(path, text, timeout=30.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         content = path.read_text() if path.exists() else ""

@@ -33,7 +33,7 @@ class Mailbox:
             self.changed.notify_all()
         return "250 OK"
 
-    def wait_for(self, count: int, timeout: float = 20) -> list:
+    def wait_for(self, count: int, timeout: float = 60) -> list:
         with self.changed:
             self.changed.wait_for(lambda: len(self.messages) >= count, timeout=timeout)
             return list(self.messages)
@@ -76,7 +76,7 @@ class WorkerProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_for_output(self, text: str, timeout: float = 30) -> bool:
+    def wait_for_output(self, text: str, timeout: float = 60) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if text in self.output():

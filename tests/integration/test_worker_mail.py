@@ -43,7 +43,7 @@ def test_sign_up_mail_is_delivered_by_the_worker(
     # The rider list follows the emails through the same worker.
     rider_list = app_settings["rider_lists_dir"] + f"/{brevet.uuid}.csv"
     assert worker.wait_for_output("update_rider_list"), worker.output()
-    assert worker.wait_for_output("succeeded", timeout=10)
+    assert worker.wait_for_output("succeeded", timeout=60), worker.output()
     _wait_for_file(rider_list)
     with open(rider_list, newline="") as f:
         rows = list(csv.reader(f))
@@ -112,7 +112,7 @@ def test_smtp_down_then_up_is_retried_until_sent(app_settings, db, start_worker,
     assert row.sent_at is not None and row.attempts >= 2
 
 
-def _wait_for_file(path, timeout=10):
+def _wait_for_file(path, timeout=60):
     import os
     import time
 
