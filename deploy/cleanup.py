@@ -50,7 +50,7 @@ class Plan:
 
 def keep_count(keep) -> int:
     """`--keep` as it comes from the command line (a string) or from code (an int)."""
-    if isinstance(keep, bool) or not WHOLE_NUMBER.match(str(keep).strip()):
+    if isinstance(keep, bool) or not WHOLE_NUMBER.fullmatch(str(keep).strip()):
         raise TargetError(
             f"--keep must be a whole number of releases, 0 or more, not {keep!r}; nothing changed"
         )

@@ -20,9 +20,9 @@ def release_name(value) -> str:
     """'2026r1' as it is; a dotted version '2026.1' becomes '2026_1' (a Webfaction app name
     allows no dots). Anything else is refused before it can reach a path or a shell."""
     text = str(value or "").strip()
-    if RELEASE_NAME.match(text):
+    if RELEASE_NAME.fullmatch(text):
         return text
-    if DOTTED_RELEASE.match(text):
+    if DOTTED_RELEASE.fullmatch(text):
         return text.replace(".", "_")
     raise InvalidName(
         f"invalid release name {value!r}: use a year and a release number like 2026r1 "
@@ -32,7 +32,7 @@ def release_name(value) -> str:
 
 def app_name(value) -> str:
     text = str(value or "")
-    if not APP_NAME.match(text):
+    if not APP_NAME.fullmatch(text):
         raise InvalidName(
             f"invalid app name {value!r}: lower-case letters, digits and underscores, "
             "starting with a letter, at most 30 characters"

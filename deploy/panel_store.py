@@ -92,7 +92,7 @@ class PanelStore:
     # accounts
 
     def set_password(self, username: str, password: str) -> None:
-        if not USERNAME_RE.match(username):
+        if not USERNAME_RE.fullmatch(username):
             raise PanelError(
                 FaultCode.INVALID,
                 f"invalid username {username!r}: use lowercase letters, digits and _",
@@ -263,7 +263,7 @@ class PanelStore:
                 raise PanelError(
                     FaultCode.INVALID, f"path {path!r} for app {app!r} must be absolute (start /)"
                 )
-            if not PATH_RE.match(path) or "/./" in path + "/" or "/../" in path + "/":
+            if not PATH_RE.fullmatch(path) or "/./" in path + "/" or "/../" in path + "/":
                 raise PanelError(FaultCode.INVALID, f"path {path!r} is not a plain URL path")
             path = path.rstrip("/") or "/"
             if path in [mounted for _, mounted in mounts]:
@@ -316,7 +316,7 @@ def _uses_app(site: dict, app: str) -> bool:
 
 
 def _check_name(kind: str, name) -> None:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise PanelError(
             FaultCode.INVALID,
             f"invalid {kind} name {name!r}: use a lowercase letter, then lowercase letters, "
@@ -336,7 +336,7 @@ def _check_domain(domain) -> str:
         raise PanelError(FaultCode.INVALID, f"domain {domain!r} must be a string")
     name = domain.lower().removesuffix(".")
     labels = name.split(".")
-    if len(name) > 253 or not all(LABEL_RE.match(label) for label in labels):
+    if len(name) > 253 or not all(LABEL_RE.fullmatch(label) for label in labels):
         raise PanelError(FaultCode.INVALID, f"invalid domain name {domain!r}")
     return name
 

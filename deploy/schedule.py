@@ -38,7 +38,7 @@ def script_file(root: PurePosixPath, job: str) -> PurePosixPath:
 
 
 def parse_at(value: str) -> tuple[int, int]:
-    found = AT.match(str(value or "").strip())
+    found = AT.fullmatch(str(value or "").strip())
     if not found:
         raise TargetError(f"invalid time {value!r}: use HH:MM on the host's clock, e.g. 03:00")
     return int(found.group(1)), int(found.group(2))

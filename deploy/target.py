@@ -29,7 +29,7 @@ class TargetError(Exception):
 
 def domain(value: str) -> str:
     text = str(value or "").strip().lower()
-    if not DOMAIN.match(text):
+    if not DOMAIN.fullmatch(text):
         raise TargetError(f"invalid domain {value!r}")
     return text
 
