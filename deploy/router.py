@@ -45,6 +45,7 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 # The request's id, and the answer header of an app that handles a write sent twice once.
 REQUEST_ID = "X-Randopony-Request"
 REPLAY_HEADER = "X-Randopony-Replay"
+REPLAY_LOWER = REPLAY_HEADER.lower()
 # Bodies up to this size (forms) are read before they are sent, so they can be sent again.
 REPLAYABLE_BODY = 64 * 1024
 # Between tries of a request the app did not take: doubling from the first to the last.
@@ -175,7 +176,7 @@ class Router:
 
     async def _forward(self, request: web.BaseRequest, target) -> web.StreamResponse:
         headers = request.headers.copy()
-        for name in HOP_BY_HOP:
+        for name in HOP_BY_HOP | connection_tokens(request.headers):
             headers.popall(name, None)
         peer = request.remote or ""
         previous = request.headers.get("X-Forwarded-For")
@@ -199,10 +200,11 @@ class Router:
             upstream = await self._send(request, target, url, headers, data)
             try:
                 self.replay_safe[target.mount.port] = upstream.headers.get(REPLAY_HEADER) == "ids"
+                dropped = HOP_BY_HOP | connection_tokens(upstream.headers) | {REPLAY_LOWER}
                 response_headers = CIMultiDict(
                     (name, value)
                     for name, value in upstream.headers.items()
-                    if name.lower() not in HOP_BY_HOP and name.lower() != REPLAY_HEADER.lower()
+                    if name.lower() not in dropped
                 )
                 length = upstream.content_length
                 if length is not None and length <= whole:
@@ -304,6 +306,17 @@ class _AppDown(Exception):
         self.app = app
         self.port = port
         self.error = error
+
+
+def connection_tokens(headers) -> frozenset[str]:
+    """The headers a message names in its Connection header: meant for this one connection
+    (RFC 9110 7.6.1), so never passed on."""
+    return frozenset(
+        token.strip().lower()
+        for value in headers.getall("Connection", ())
+        for token in value.split(",")
+        if token.strip()
+    )
 
 
 def _host_name(host: str) -> str:

@@ -302,3 +302,10 @@ def test_the_request_id_is_the_routers_own(host, site):
     seen = get(host, "/whoami", headers={"X-Randopony-Request": "f" * 32}).json()["headers"]
     assert re.fullmatch(r"[0-9a-f]{32}", seen["x-randopony-request"])
     assert seen["x-randopony-request"] != "f" * 32
+
+
+def test_headers_named_in_connection_are_not_passed_on(host, site):
+    seen = get(
+        host, "/whoami", headers={"Connection": "keep-alive, X-Hop-Secret", "X-Hop-Secret": "1"}
+    ).json()["headers"]
+    assert "x-hop-secret" not in seen and "connection" not in seen
