@@ -1,6 +1,8 @@
 """What brevet and populaire pages share: the event page, the sign-up form, the organizer's
 secret links. The two modules beside this one find the event from the URL."""
 
+import hmac
+
 from pyramid.httpexceptions import HTTPFound, HTTPNotFound
 from pyramid.renderers import render_to_response
 from pyramid.response import FileResponse, Response
@@ -85,16 +87,23 @@ def entry_page(request, event):
     return page(request, "entry.jinja2", status, event=event, urls=urls, schema=schema, form=result)
 
 
+def secret_matches(request, event) -> bool:
+    """The organizer's secret in the URL, compared in constant time: how long a wrong guess
+    takes to refuse says nothing about how much of it was right."""
+    given = request.matchdict["uuid"].encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(given, event.uuid.encode())
+
+
 def rider_emails(request, event):
     """The riders' addresses, comma separated, for the organizer's secret link."""
-    if request.matchdict["uuid"] != event.uuid or event.moved_on(request.today):
+    if not secret_matches(request, event) or event.moved_on(request.today):
         raise HTTPNotFound()
     return Response(", ".join(r.email for r in event.riders), content_type="text/plain")
 
 
 def rider_list(request, event):
     ext = request.matchdict["ext"]
-    if request.matchdict["uuid"] != event.uuid or ext not in rider_lists.FORMATS:
+    if not secret_matches(request, event) or ext not in rider_lists.FORMATS:
         raise HTTPNotFound()
     path = rider_lists.rider_list_path(request.registry.settings, event, ext)
     if not path.exists():

@@ -380,3 +380,18 @@ def test_a_refused_write_leaves_no_record_so_its_second_try_is_done(testapp, db,
     form["email"] = "rider@example.org"
     form.submit(headers={"X-Randopony-Request": "c" * 32}, status=302)
     assert len(riders(db)) == 1
+
+
+def test_organizer_secrets_are_compared_in_constant_time(testapp, db, brevet_url, monkeypatch):
+    """The rider-email and rider-list links compare their secret with hmac.compare_digest."""
+    import hmac
+
+    compared = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append(a) or real(a, b))
+    fill(entry_form(testapp, brevet_url), bike_type="single").submit()
+    brevet = riders(db)[0].brevet
+    testapp.get(f"{brevet_url}/rider_emails/{brevet.uuid}")
+    testapp.get(f"{brevet_url}/rider_list/not-the-secret.csv", status=404)
+    testapp.get(f"{brevet_url}/rider_emails/%C3%A9t%C3%A9", status=404)  # not ASCII: still 404
+    assert compared == [brevet.uuid.encode(), b"not-the-secret", "été".encode()]
