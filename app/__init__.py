@@ -28,6 +28,7 @@ def main(global_config, **settings):
         config.add_jinja2_search_path("app:templates", name=".txt")
         config.include(".models")
         config.include(".request_replay")
+        config.include(".security_headers")
         config.include(".security")
         config.include(".worker")
         config.include(".routes")
