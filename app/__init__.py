@@ -29,6 +29,7 @@ def main(global_config, **settings):
         config.include(".models")
         config.include(".request_replay")
         config.include(".security_headers")
+        config.include(".request_limits")
         config.include(".security")
         config.include(".worker")
         config.include(".routes")

@@ -25,7 +25,7 @@ from deploy import host_paths
 from deploy.host_paths import DEFAULT_PANEL, DEFAULT_ROUTER
 from deploy.panel import LoginThrottle, Panel
 from deploy.panel_store import PanelError, PanelStore
-from deploy.router import Router
+from deploy.router import MAX_BODY, Router
 from deploy.routing_table import RoutingTable
 
 log = logging.getLogger("deploy.hosting")
@@ -40,6 +40,7 @@ class HostSettings:
     router: tuple[str, int] = DEFAULT_ROUTER
     wait_limit: float = 10.0
     retry_window: float = 10.0
+    max_body: int = MAX_BODY
     session_ttl: float = 3600.0
     max_login_failures: int = 5
     app_ports: range = DEFAULT_APP_PORTS
@@ -65,7 +66,10 @@ async def serve(settings: HostSettings, stop: asyncio.Event) -> None:
         throttle=LoginThrottle(settings.max_login_failures),
     )
     router = Router(
-        table, host_paths.frontend_logs(settings.root), retry_window=settings.retry_window
+        table,
+        host_paths.frontend_logs(settings.root),
+        retry_window=settings.retry_window,
+        max_body=settings.max_body,
     )
     await router.start()
 
@@ -135,6 +139,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="how long a request waits for an app that refuses (restarting) before a 502",
     )
+    run.add_argument(
+        "--max-body",
+        type=int,
+        default=MAX_BODY,
+        metavar="BYTES",
+        help="the largest request body passed on to an app; larger ones get 413",
+    )
     run.add_argument("--session-ttl", type=float, default=3600.0, metavar="SECONDS")
     run.add_argument(
         "--max-login-failures",
@@ -163,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         router=args.router,
         wait_limit=args.wait_limit,
         retry_window=args.retry_window,
+        max_body=args.max_body,
         session_ttl=args.session_ttl,
         max_login_failures=args.max_login_failures,
         app_ports=args.app_ports,

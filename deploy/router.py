@@ -46,6 +46,8 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 REQUEST_ID = "X-Randopony-Request"
 REPLAY_HEADER = "X-Randopony-Replay"
 REPLAY_LOWER = REPLAY_HEADER.lower()
+# The largest request body passed on (--max-body): forms are a few kB.
+MAX_BODY = 64 * 1024
 # Bodies up to this size (forms) are read before they are sent, so they can be sent again.
 REPLAYABLE_BODY = 64 * 1024
 # Between tries of a request the app did not take: doubling from the first to the last.
@@ -101,11 +103,13 @@ class Router:
         logs_dir: Path,
         connect_timeout: float = 5.0,
         retry_window: float = 10.0,
+        max_body: int = MAX_BODY,
     ):
         self.table = table
         self.access = AccessLogs(logs_dir)
         self.connect_timeout = connect_timeout
         self.retry_window = retry_window
+        self.max_body = max_body
         self.retried = 0
         self.down_since: dict[int, float] = {}
         # Ports whose app last said it does a write sent twice once.
@@ -140,6 +144,10 @@ class Router:
         website = None
         status = 0
         try:
+            length = request.content_length
+            if length is not None and length > self.max_body:
+                status = 413
+                return _page(413, f"The request is larger than {self.max_body} bytes.")
             try:
                 target = await self.table.resolve(host, request.method, request.raw_path)
             except NotRouted as refused:
@@ -155,6 +163,9 @@ class Router:
                 self.table.finished(target.mount.port, host, request.method)
             status = response.status
             return response
+        except _TooLarge:
+            status = 413
+            return _page(413, f"The request is larger than {self.max_body} bytes.")
         except _AppDown as down:
             status = 502
             log.warning(
@@ -189,9 +200,15 @@ class Router:
         # Every request gets an id of the router's own; its tries share it, so an app that keeps
         # the ids of the writes it handled does a write sent twice once (app/request_replay.py).
         headers[REQUEST_ID] = uuid.uuid4().hex
-        data = request.content if request.body_exists else None
-        if data is not None and (request.content_length or REPLAYABLE_BODY + 1) <= REPLAYABLE_BODY:
-            data = await request.read()  # a form: small, and kept so it can be sent again
+        data = None
+        if request.body_exists:
+            length = request.content_length
+            if length is None or length <= REPLAYABLE_BODY:
+                # A form (small, kept so it can be sent again), or a body of unknown length,
+                # counted as it comes so it cannot pass the limit.
+                data = await self._read_body(request)
+            else:
+                data = request.content  # its length is known and within the limit: streamed
         idempotent = data is None and request.method in IDEMPOTENT
         # A page a reader asked for is read whole before the browser gets a byte of it, up to
         # a size, so that an app process dying half-way through it costs only a second try.
@@ -232,6 +249,14 @@ class Router:
             finally:
                 upstream.release()
         raise AssertionError("unreachable: the last try returns or raises")
+
+    async def _read_body(self, request) -> bytes:
+        body = bytearray()
+        while chunk := await request.content.readany():
+            body += chunk
+            if len(body) > self.max_body:
+                raise _TooLarge()
+        return bytes(body)
 
     async def _send(self, request, target, url, headers, data):
         """Send the request to the app, again while that is safe, until the app answers or the
@@ -300,6 +325,10 @@ class Router:
         self.access.write(website or UNKNOWN_DOMAINS_LOG, line)
 
 
+class _TooLarge(Exception):
+    pass
+
+
 class _AppDown(Exception):
     def __init__(self, app: str, port: int, error: Exception):
         super().__init__(app)
@@ -326,7 +355,12 @@ def _host_name(host: str) -> str:
     return name.partition(":")[0].removesuffix(".")
 
 
-TITLES = {404: "Not Found", 502: "Bad Gateway", 503: "Service Unavailable"}
+TITLES = {
+    404: "Not Found",
+    413: "Content Too Large",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 def _page(status: int, message: str) -> web.Response:

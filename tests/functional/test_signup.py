@@ -395,3 +395,10 @@ def test_organizer_secrets_are_compared_in_constant_time(testapp, db, brevet_url
     testapp.get(f"{brevet_url}/rider_list/not-the-secret.csv", status=404)
     testapp.get(f"{brevet_url}/rider_emails/%C3%A9t%C3%A9", status=404)  # not ASCII: still 404
     assert compared == [brevet.uuid.encode(), b"not-the-secret", "été".encode()]
+
+
+def test_a_body_larger_than_any_form_is_refused_and_stores_nothing(testapp, db, brevet_url):
+    form = fill(entry_form(testapp, brevet_url), bike_type="single", comment="x" * 70_000)
+    answer = form.submit(status=413)
+    assert "larger than 65536 bytes" in answer.text
+    assert riders(db) == []

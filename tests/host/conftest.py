@@ -131,8 +131,10 @@ def make_host(root: Path, *extra_args: str) -> Host:
 
 
 @pytest.fixture
-def host(tmp_path):
-    running = make_host(tmp_path / "host", "--wait-limit", "5")
+def host(tmp_path, request):
+    """A host of the test's own; @pytest.mark.host_args(...) adds arguments to `serve`."""
+    marker = request.node.get_closest_marker("host_args")
+    running = make_host(tmp_path / "host", "--wait-limit", "5", *(marker.args if marker else ()))
     running.start()
     yield running
     running.stop()

@@ -80,6 +80,7 @@ def test_connections_are_kept_alive_both_ways(host, site):
     assert first.json()["remote_port"] == second.json()["remote_port"]
 
 
+@pytest.mark.host_args("--max-body", str(MB20))
 def test_large_bodies_are_streamed_intact(host, site):
     answer = get(host, f"/big?bytes={MB20}", stream=True)
     digest, length = hashlib.sha256(), 0
@@ -309,3 +310,24 @@ def test_headers_named_in_connection_are_not_passed_on(host, site):
         host, "/whoami", headers={"Connection": "keep-alive, X-Hop-Secret", "X-Hop-Secret": "1"}
     ).json()["headers"]
     assert "x-hop-secret" not in seen and "connection" not in seen
+
+
+def test_a_body_over_the_limit_gets_413_and_never_reaches_the_app(host, site):
+    """64 KiB by default (forms are a few kB), whether its length is given or not."""
+    over = b"x" * (64 * 1024 + 1)
+    said = requests.post(
+        host.router_url + "/register?id=big", data=over, headers={"Host": DOMAIN}, timeout=20
+    )
+    chunked = requests.post(
+        host.router_url + "/register?id=big-chunked",
+        data=(over[i : i + 8192] for i in range(0, len(over), 8192)),
+        headers={"Host": DOMAIN},
+        timeout=20,
+    )
+    assert (said.status_code, chunked.status_code) == (413, 413)
+    assert "larger than 65536 bytes" in said.text
+    at_limit = requests.post(
+        host.router_url + "/register?id=ok", data=over[:-1], headers={"Host": DOMAIN}, timeout=20
+    )
+    assert at_limit.status_code == 200
+    assert requests.get(f"http://127.0.0.1:{site.port}/posts", timeout=5).json() == {"ok": 1}
