@@ -1,5 +1,7 @@
 """Form schemas (colander) and the small helper views use to validate a POST."""
 
+import unicodedata
+
 import colander
 
 from .models.riders import BIKE_TYPES
@@ -10,15 +12,21 @@ COMMENT_MAX = 500
 
 
 def strip(value):
-    return value.strip() if isinstance(value, str) else value
+    """Trimmed, and in one Unicode form (NFC), so 'É' typed or pasted is the same letter."""
+    return unicodedata.normalize("NFC", value.strip()) if isinstance(value, str) else value
 
 
 def lower(value):
-    return value.strip().lower() if isinstance(value, str) else value
+    return strip(value).lower() if isinstance(value, str) else value
+
+
+# Control characters, and the line and paragraph separators: none belongs in a one-line field
+# (and each has broken a spreadsheet or an email header somewhere).
+NOT_IN_ONE_LINE = frozenset({"Cc", "Zl", "Zp"})
 
 
 def no_control_characters(node, value):
-    if any(ord(c) < 32 for c in value):
+    if any(unicodedata.category(c) in NOT_IN_ONE_LINE for c in value):
         raise colander.Invalid(node, "Please remove line breaks and control characters")
 
 
@@ -66,7 +74,7 @@ class RiderSchema(colander.MappingSchema):
     email = email_node()
     first_name = text("First name", NAME_MAX, validator=no_control_characters)
     last_name = text("Last name", NAME_MAX, validator=no_control_characters)
-    comment = text("Comment", COMMENT_MAX, missing=None)
+    comment = text("Comment", COMMENT_MAX, missing=None, validator=no_control_characters)
 
 
 def brevet_rider_schema(info_question: str | None):
@@ -81,7 +89,9 @@ def brevet_rider_schema(info_question: str | None):
         )
     )
     if info_question:
-        schema.add(text(info_question, COMMENT_MAX, name="info_answer"))
+        schema.add(
+            text(info_question, COMMENT_MAX, name="info_answer", validator=no_control_characters)
+        )
     return schema
 
 

@@ -4,11 +4,14 @@
 """
 
 import csv
+import logging
 import os
 import tempfile
 from pathlib import Path
 
 from .models import Brevet, Populaire
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("xlsx", "csv")
 KINDS = {"brevet": Brevet, "populaire": Populaire}
@@ -92,8 +95,14 @@ def write_rider_list(settings, event) -> list[Path]:
         workbook = Workbook()
         sheet = workbook.active
         sheet.title = "Riders"
+        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
         for row in table:
-            sheet.append(row)
+            # A character a spreadsheet cannot hold (a control character typed before the form
+            # refused them) is shown as U+FFFD instead of failing the whole list.
+            sheet.append(
+                [ILLEGAL_CHARACTERS_RE.sub("\ufffd", v) if isinstance(v, str) else v for v in row]
+            )
             for cell in sheet[sheet.max_row]:
                 if cell.data_type == "f":  # openpyxl takes any "=..." string for a formula
                     cell.data_type = "s"
@@ -102,9 +111,17 @@ def write_rider_list(settings, event) -> list[Path]:
         sheet.freeze_panes = "A2"
         workbook.save(tmp)
 
-    paths = []
-    for ext, write in (("xlsx", write_xlsx), ("csv", write_csv)):
+    # Each format on its own: one that fails leaves the other written, and says why in the log.
+    paths, errors = [], []
+    for ext, write in (("csv", write_csv), ("xlsx", write_xlsx)):
         path = rider_list_path(settings, event, ext)
-        write_atomically(path, write)
+        try:
+            write_atomically(path, write)
+        except Exception as error:
+            log.exception("the %s rider list of %s could not be written", ext, event.title)
+            errors.append(error)
+            continue
         paths.append(path)
+    if not paths:
+        raise errors[0]
     return paths

@@ -1,8 +1,10 @@
 """Pre-registration: store the rider once, then mail the rider and the organizers and update
 the rider list, all after the request's transaction commits."""
 
+import unicodedata
+
 from pyramid.renderers import render
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from .mail import queue_email
@@ -11,15 +13,29 @@ from .models import Brevet, BrevetRider, PopulaireRider
 from .models.site_config import MissingConfiguration, get_link
 
 
+def same_name(a: str, b: str) -> bool:
+    """Names compared as people read them: any case (Émile, ÉMILE), any Unicode form. SQLite's
+    lower() folds ASCII only, so this happens here, not in the query."""
+    return fold(a) == fold(b)
+
+
+def fold(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
+
+
 def find_existing(db, rider_cls, event, values):
     event_column = rider_cls.brevet_id if rider_cls is BrevetRider else rider_cls.populaire_id
-    return db.scalar(
-        select(rider_cls).where(
-            event_column == event.id,
-            rider_cls.email == values["email"],
-            func.lower(rider_cls.first_name) == values["first_name"].lower(),
-            func.lower(rider_cls.last_name) == values["last_name"].lower(),
-        )
+    same_address = db.scalars(
+        select(rider_cls).where(event_column == event.id, rider_cls.email == values["email"])
+    )
+    return next(
+        (
+            rider
+            for rider in same_address
+            if same_name(rider.first_name, values["first_name"])
+            and same_name(rider.last_name, values["last_name"])
+        ),
+        None,
     )
 
 

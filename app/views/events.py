@@ -2,6 +2,9 @@
 secret links. The two modules beside this one find the event from the URL."""
 
 import hmac
+import re
+import unicodedata
+from urllib.parse import quote
 
 from pyramid.httpexceptions import HTTPFound, HTTPNotFound
 from pyramid.renderers import render_to_response
@@ -87,6 +90,14 @@ def entry_page(request, event):
     return page(request, "entry.jinja2", status, event=event, urls=urls, schema=schema, form=result)
 
 
+def attachment(name: str) -> str:
+    """Content-Disposition for a download named after an event, whatever its letters: an ASCII
+    name for old clients and the exact one as RFC 5987 `filename*` ("Cœur" broke the header)."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    plain = re.sub(r"[^A-Za-z0-9._-]", "_", plain) or "rider_list"
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
 def secret_matches(request, event) -> bool:
     """The organizer's secret in the URL, compared in constant time: how long a wrong guess
     takes to refuse says nothing about how much of it was right."""
@@ -109,8 +120,9 @@ def rider_list(request, event):
     if not path.exists():
         # The worker writes it after each sign-up; an event with no riders yet has none.
         rider_lists.write_rider_list(request.registry.settings, event)
+    if not path.exists():
+        raise HTTPNotFound("This rider list could not be written; the other format may be.")
     response = FileResponse(str(path), request=request, content_type=CONTENT_TYPES[ext])
-    name = f"{event.title.replace(' ', '_')}_riders.{ext}"
-    response.content_disposition = f'attachment; filename="{name}"'
+    response.content_disposition = attachment(f"{event.title.replace(' ', '_')}_riders.{ext}")
     response.cache_control = "no-store"
     return response

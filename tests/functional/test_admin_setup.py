@@ -172,3 +172,18 @@ def test_setup_without_csrf_token_does_nothing(admin, app_settings, brevet, brev
 
 def test_unknown_setup_action_is_404(admin, brevet_page, csrf_token):
     admin.post(f"{brevet_page}setup/launch-rockets", {"csrf_token": csrf_token()}, status=404)
+
+
+def test_a_rider_row_a_spreadsheet_cannot_hold_breaks_no_list(admin, db, app_settings, fresh):
+    """A comment with a vertical tab, stored before the form refused control characters: both
+    lists are still written (the XLSX shows U+FFFD for it), and Setup 1-2-3 goes through."""
+    brevet = make_brevet(db, organizer_email="org@example.com")
+    make_brevet_rider(db, brevet, comment="bring\x0bcake")
+    db.commit()
+    page = press(admin, f"/admin/brevets/{brevet.id}/", "1-2-3")
+    assert flashes(page, "error") == []
+    assert rider_list_files(app_settings, brevet) == [f"{brevet.uuid}.csv", f"{brevet.uuid}.xlsx"]
+    from openpyxl import load_workbook
+
+    sheet = load_workbook(Path(app_settings["rider_lists_dir"]) / f"{brevet.uuid}.xlsx").active
+    assert "bring\ufffdcake" in [cell.value for cell in sheet[2]]

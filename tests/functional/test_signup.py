@@ -402,3 +402,39 @@ def test_a_body_larger_than_any_form_is_refused_and_stores_nothing(testapp, db, 
     answer = form.submit(status=413)
     assert "larger than 65536 bytes" in answer.text
     assert riders(db) == []
+
+
+@pytest.mark.parametrize(
+    "first, again", [("Émile", "Émile"), ("Émile", "ÉMILE"), ("Émile", "E\u0301mile")]
+)
+def test_a_second_sign_up_with_accented_names_is_a_duplicate(testapp, db, brevet_url, first, again):
+    """Compared casefolded and in one Unicode form: SQLite's lower() folds ASCII only, and the
+    second 'Émile' was a 500."""
+    form = fill(entry_form(testapp, brevet_url), first_name=first, last_name="Zola")
+    form["bike_type"] = "single"
+    form.submit(status=302)
+    form = fill(entry_form(testapp, brevet_url), first_name=again, last_name="ZOLA")
+    form["bike_type"] = "single"
+    page = form.submit(status=302).follow()
+    assert "is already registered" in page.text
+    assert [r.first_name for r in riders(db)] == ["Émile"]  # stored in one form (NFC)
+
+
+@pytest.mark.parametrize("field", ["first_name", "last_name", "comment", "info_answer"])
+@pytest.mark.parametrize("bad", ["\x0b", "\u2028", "\u2029", "\x00", "\n", "\x7f"])
+def test_control_characters_and_line_separators_are_refused(testapp, db, brevet_url, field, bad):
+    form = fill(entry_form(testapp, brevet_url), bike_type="single")
+    form[field] = f"Ada{bad}x"
+    page = form.submit(status=400)
+    assert "Please remove line breaks and control characters" in page.text
+    assert riders(db) == [] and outbox(db) == []
+
+
+def test_a_populaire_with_letters_beyond_latin_1_gives_its_rider_list(testapp, db):
+    populaire = make_populaire(db, event_name="Cœur de Lion", short_name="Coeur")
+    db.commit()
+    fill(entry_form(testapp, "/populaires/Coeur"), distance="50 km").submit(status=302)
+    answer = testapp.get(f"/populaires/Coeur/rider_list/{populaire.uuid}.csv")
+    disposition = answer.headers["Content-Disposition"]
+    assert disposition.startswith('attachment; filename="')
+    assert "filename*=UTF-8''" in disposition and "C%C5%93ur" in disposition
