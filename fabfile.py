@@ -35,6 +35,10 @@ ssh_key = None
 ssh_known_hosts = None
 wrangler_email = "wrangler@example.com"
 checkout = str(CHECKOUT)  # what rsync_code copies
+# How browsers reach the sites: the links in the sites' mail are built from these, never from a
+# request. public_port None: the host's router port (80 and 443 are left out of links).
+public_scheme = "http"
+public_port = None
 
 ENVIRONMENT = {
     "app_name": "RANDOPONY_APP_NAME",
@@ -50,6 +54,8 @@ ENVIRONMENT = {
     "ssh_known_hosts": "RANDOPONY_SSH_KNOWN_HOSTS",
     "wrangler_email": "RANDOPONY_WRANGLER_EMAIL",
     "checkout": "RANDOPONY_CHECKOUT",
+    "public_scheme": "RANDOPONY_PUBLIC_SCHEME",
+    "public_port": "RANDOPONY_PUBLIC_PORT",
 }
 FAILURES = (TargetError, HostError, HostingError, staging.DeployError, records.LockHeld)
 

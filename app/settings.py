@@ -6,6 +6,7 @@ with a [credentials] section, kept beside the deployed ini at mode 0400.
 
 import configparser
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -20,8 +21,11 @@ ENVIRONMENT_OVERRIDES = {
     "smtp.password": "RANDOPONY_SMTP_PASSWORD",
     "membership.timeout": "RANDOPONY_MEMBERSHIP_TIMEOUT",
     "release": "RANDOPONY_RELEASE",
+    "site.url": "RANDOPONY_SITE_URL",
 }
 SECRET_SETTINGS = ("session_secret", "smtp.username", "smtp.password")
+# Where browsers reach the site: the base of every link in its mail.
+SITE_URL = re.compile(r"https?://[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?")
 
 
 class ConfigurationError(RuntimeError):
@@ -72,6 +76,12 @@ def load(settings: dict) -> dict:
         if os.environ.get(var):
             settings[key] = os.environ[var]
     settings["production_deployment"] = as_bool(settings.get("production_deployment", False))
+    site_url = settings.get("site.url", "").rstrip("/")
+    if site_url and not SITE_URL.fullmatch(site_url):
+        raise ConfigurationError(
+            f"site.url must be http(s)://domain[:port], lower case, not {site_url!r}"
+        )
+    settings["site.url"] = site_url
     settings.setdefault("timezone", "Canada/Pacific")
     if not settings.get("session_secret"):
         if settings["production_deployment"]:

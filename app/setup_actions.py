@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from . import rider_lists
 from .mail import queue_email
 from .models.site_config import MissingConfiguration, get_email
-from .signup import event_urls
+from .signup import mail_urls
 
 RIDER_LIST = "Create the rider list"
 ORGANIZER = "Email the organizer the event's URLs"
@@ -39,7 +39,7 @@ def create_rider_list(request, event) -> Result:
         rider_lists.write_rider_list(request.registry.settings, event)
     except OSError as error:
         return Result(step, False, f"Could not write the rider list for {event.title}: {error}")
-    urls = event_urls(request, event)
+    urls = mail_urls(request, event)
     return Result(
         step,
         True,
@@ -67,7 +67,7 @@ def email_organizer(request, event) -> Result:
     recipients = event.organizer_emails
     if not recipients:
         return Result(step, False, f"{event.title} has no organizer email address; edit it first.")
-    urls = event_urls(request, event)
+    urls = mail_urls(request, event)
     queue_email(
         request,
         to=recipients,
@@ -94,7 +94,7 @@ def email_webmaster(request, event) -> Result:
         webmaster = get_email(request.db, "club_webmaster")
     except MissingConfiguration as error:
         return Result(step, False, f"Could not email the club webmaster: {error}.")
-    urls = event_urls(request, event)
+    urls = mail_urls(request, event)
     queue_email(
         request,
         to=[webmaster],

@@ -111,8 +111,9 @@ def register(request, event, values) -> tuple[object, bool]:
     return rider, True
 
 
-def event_urls(request, event) -> dict[str, str]:
-    """The public page and the organizer's secret links of an event."""
+def event_urls(request, event, base: str | None = None) -> dict[str, str]:
+    """The public page and the organizer's secret links of an event; under `base` when given,
+    else on the address the request came to (for pages)."""
     if isinstance(event, Brevet):
         route, kw = (
             "brevet",
@@ -120,6 +121,7 @@ def event_urls(request, event) -> dict[str, str]:
         )
     else:
         route, kw = "populaire", dict(short_name=event.short_name)
+    kw["_app_url"] = base
     return {
         "page": request.route_url(route, **kw),
         "rider_emails": request.route_url(f"{route}.rider_emails", uuid=event.uuid, **kw),
@@ -132,10 +134,26 @@ def event_urls(request, event) -> dict[str, str]:
     }
 
 
+def mail_urls(request, event) -> dict[str, str]:
+    """The same links for mail, under the site's configured address (site.url, which the
+    release machinery sets per release): never under the Host a request came with, which a
+    client chooses."""
+    return event_urls(request, event, base=site_url(request.registry.settings))
+
+
+def site_url(settings) -> str:
+    return settings.get("site.url") or DEFAULT_SITE_URL
+
+
+# For a site run without a configured address (a developer's own ini): it mails links that
+# lead nowhere rather than to an address a request chose.
+DEFAULT_SITE_URL = "http://randopony.invalid"
+
+
 def notify(request, event, rider) -> None:
     from .tasks import update_rider_list
 
-    context = {"event": event, "rider": rider, "urls": event_urls(request, event)}
+    context = {"event": event, "rider": rider, "urls": mail_urls(request, event)}
     try:
         context["membership_link"] = get_link(request.db, "membership_link")
     except MissingConfiguration:

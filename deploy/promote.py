@@ -29,6 +29,7 @@ from deploy.staging import (
     read_release_env,
     read_release_json,
     runtime,
+    site_url,
     write_bin_scripts,
 )
 from deploy.target import Target, TargetError, hosting_session
@@ -148,13 +149,13 @@ def prepare_release(p: Promotion) -> None:
             p.host.mkdir(aside / RIDER_LISTS)
     for name in layout.LOGS.values():
         p.host.remove(p.new_dir / name)
-    set_role(p.host, p.new_dir, p.new, "production")
+    set_role(p.host, p.new_dir, p.new, "production", site_url(p.target, p.host, "production"))
     _set_website_domains(p, p.new, [])
     if p.old:
         carry_session_secret(p)
 
 
-def set_role(host: Host, directory: PurePosixPath, release: str, role: str) -> None:
+def set_role(host: Host, directory: PurePosixPath, release: str, role: str, url: str) -> None:
     """The release reads `role`'s ini: the link, bin/ scripts, supervisord.conf, release.json."""
     ini = layout.ini_name(role)
     host.symlink(f"{layout.SRC}/{ini}", directory / ini)
@@ -168,7 +169,7 @@ def set_role(host: Host, directory: PurePosixPath, release: str, role: str) -> N
         ini,
         int(info["port"]),
         release,
-        read_release_env(host),
+        {**read_release_env(host), "RANDOPONY_SITE_URL": url},
         processes=release_runtime.app_processes(info),
     )
     host.write_text(directory / layout.SUPERVISORD_CONF, conf)
@@ -556,7 +557,7 @@ def return_to_staging(p: Promotion) -> None:
             if p.host.exists(aside / name):
                 p.host.run(["mv", "-f", "--", str(aside / name), str(directory / name)])
         p.host.remove(aside)
-    set_role(p.host, directory, p.old, "staging")
+    set_role(p.host, directory, p.old, "staging", site_url(p.target, p.host, "staging"))
     _set_website_domains(p, p.old, [p.target.staging_domain])
     p.target.echo("  " + runtime(p.host, directory, "start-supervisor").stdout.strip())
     answer = runtime(p.host, directory, "wait-up", "--timeout", "60", check=False)

@@ -13,6 +13,7 @@ import html
 import itertools
 import logging
 import math
+import re
 import time
 import uuid
 from pathlib import Path
@@ -140,10 +141,15 @@ class Router:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.monotonic()
-        host = _host_name(request.host)
         website = None
         status = 0
+        checked = checked_host(request.headers.get("Host", ""))
+        request["host"] = checked[1] if checked else "-"
         try:
+            if checked is None:
+                status = 400
+                return _page(400, "The Host of the request is not name[:port].")
+            host = checked[0]
             length = request.content_length
             if length is not None and length > self.max_body:
                 status = 413
@@ -153,7 +159,7 @@ class Router:
             except NotRouted as refused:
                 website = refused.website
                 status = refused.status
-                log.info("%s %s %s: %s", status, request.method, request.host, refused.reason)
+                log.info("%s %s %s: %s", status, request.method, request["host"], refused.reason)
                 return _page(refused.status, refused.reason)
             website = target.website
             self.table.started(target.mount.port, host, request.method)
@@ -171,7 +177,7 @@ class Router:
             log.warning(
                 "502 %s %s%s: app %s on port %s does not answer (%s)",
                 request.method,
-                request.host,
+                request["host"],
                 request.raw_path,
                 down.app,
                 down.port,
@@ -193,7 +199,9 @@ class Router:
         previous = request.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = f"{previous}, {peer}" if previous else peer
         headers["X-Forwarded-Proto"] = request.scheme
-        headers["X-Forwarded-Host"] = request.host
+        # Only the Host the router checked and routed on: an app that builds a link from it
+        # can never be pointed elsewhere ("randopony.localhost:1, evil.example" is refused).
+        headers["Host"] = headers["X-Forwarded-Host"] = request["host"]
         if target.mount.path != "/":
             headers["X-Forwarded-Prefix"] = target.mount.path
         url = URL(f"http://127.0.0.1:{target.mount.port}{target.upstream_path}", encoded=True)
@@ -303,7 +311,7 @@ class Router:
                 log.info(
                     "retrying %s %s%s: app %s on port %s: %s",
                     request.method,
-                    request.host,
+                    request["host"],
                     request.raw_path,
                     target.mount.app,
                     target.mount.port,
@@ -318,7 +326,7 @@ class Router:
             self._stamp_second = now
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now))
         line = (
-            f"{self._stamp} {request.remote} {request.host} "
+            f"{self._stamp} {request.remote} {request['host']} "
             f'"{request.method} {request.raw_path} HTTP/{request.version.major}.'
             f'{request.version.minor}" {status} {seconds:.4f}\n'
         )
@@ -348,14 +356,26 @@ def connection_tokens(headers) -> frozenset[str]:
     )
 
 
-def _host_name(host: str) -> str:
-    name = host.lower()
-    if name.startswith("["):
-        return name.partition("]")[0] + "]"
-    return name.partition(":")[0].removesuffix(".")
+LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+HOST = re.compile(
+    rf"(?P<name>(?:{LABEL}\.)*{LABEL}\.?|\[[0-9a-f:.]{{2,45}}\])(?::(?P<port>[0-9]{{1,5}}))?",
+    re.IGNORECASE,
+)
+
+
+def checked_host(value: str) -> tuple[str, str] | None:
+    """(the domain to route on, the Host to pass on) for a Host of the form name[:port];
+    None for anything else."""
+    found = HOST.fullmatch(value)
+    if found is None or len(found["name"]) > 255:
+        return None
+    name = found["name"].lower()
+    port = f":{found['port']}" if found["port"] else ""
+    return name.removesuffix("."), name + port
 
 
 TITLES = {
+    400: "Bad Request",
     404: "Not Found",
     413: "Content Too Large",
     502: "Bad Gateway",

@@ -226,7 +226,10 @@ def install_app(target: Target, host: Host, journal) -> None:
         host.symlink(f"{layout.SRC}/{ini}", directory / ini)
         host.symlink(f"{layout.SRC}/alembic", directory / "alembic")
         write_bin_scripts(host, directory)
-        environment = read_release_env(host)
+        environment = {
+            **read_release_env(host),
+            "RANDOPONY_SITE_URL": site_url(target, host, "staging"),
+        }
         info["runtime"] = release_runtime.RUNTIME
         conf = release_runtime.render_conf(
             directory,
@@ -454,6 +457,15 @@ def deploy_staging(target: Target) -> str:
 
 def staging_address(target: Target, host: Host | None = None) -> str:
     return f"http://{target.staging_domain}:{router_port(target, host)}/"
+
+
+def site_url(target: Target, host: Host | None, role: str) -> str:
+    """Where browsers reach the release playing `role`: the base of every link in its mail
+    (RANDOPONY_SITE_URL), so no request's Host header can choose where a link points."""
+    domain = target.production_domain if role == "production" else target.staging_domain
+    port = target.public_port or router_port(target, host)
+    default = {"http": 80, "https": 443}[target.public_scheme]
+    return f"{target.public_scheme}://{domain}" + ("" if port == default else f":{port}")
 
 
 def router_port(target: Target, host: Host | None = None) -> int:

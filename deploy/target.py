@@ -49,6 +49,8 @@ class Target:
     ssh_known_hosts: str | None = None
     checkout: Path = CHECKOUT
     wrangler_email: str = "wrangler@example.com"
+    public_scheme: str = "http"
+    public_port: int | str | None = None
     echo: Callable[[str], None] = field(default=print, repr=False)
 
     def checked(self) -> Target:
@@ -64,6 +66,16 @@ class Target:
         self.production_domain = domain(self.production_domain)
         if self.staging_domain == self.production_domain:
             raise TargetError("the staging and production domains must differ")
+        if self.public_scheme not in ("http", "https"):
+            raise TargetError(f"public_scheme must be http or https, not {self.public_scheme!r}")
+        if self.public_port in ("", None):
+            self.public_port = None
+        elif not re.fullmatch(r"[0-9]{1,5}", str(self.public_port)) or not (
+            0 < int(self.public_port) < 65536
+        ):
+            raise TargetError(f"public_port must be a port number, not {self.public_port!r}")
+        else:
+            self.public_port = int(self.public_port)
         url = urlsplit(self.hosting_api)
         if url.scheme != "http" or not url.port:
             raise TargetError(f"hosting_api must be http://host:port/, not {self.hosting_api!r}")

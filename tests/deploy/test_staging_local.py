@@ -217,9 +217,11 @@ def test_a_killed_app_process_fails_no_request(staging):
     assert re.search(r"│ 2, last [-0-9]+ [:0-9]+ app_1 SIGKILL", table), table
 
 
-def test_every_release_process_has_faulthandler_on(staging):
+def test_every_release_process_has_faulthandler_on_and_knows_its_address(staging):
     sock = staging.root / RELEASE_DIR / "supervisor.sock"
+    site_url = f"RANDOPONY_SITE_URL=http://{STAGING}:{staging.router_port}".encode()
     for program in supervisor.programs(sock):
         if program.pid:
             environ = Path(f"/proc/{program.pid}/environ").read_bytes().split(b"\0")
             assert b"PYTHONFAULTHANDLER=1" in environ, program.name
+            assert site_url in environ, program.name

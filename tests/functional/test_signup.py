@@ -438,3 +438,16 @@ def test_a_populaire_with_letters_beyond_latin_1_gives_its_rider_list(testapp, d
     disposition = answer.headers["Content-Disposition"]
     assert disposition.startswith('attachment; filename="')
     assert "filename*=UTF-8''" in disposition and "C%C5%93ur" in disposition
+
+
+def test_mailed_links_use_the_sites_address_never_the_requests_host(wsgi_app, db, brevet_url):
+    """A sign-up sent with a forged Host: the organizer's secret links in the mail still point
+    at the site (site.url), never where the request said."""
+    evil = webtest.TestApp(wsgi_app, extra_environ={"HTTP_HOST": "evil.example"})
+    form = fill(entry_form(evil, brevet_url), bike_type="single")
+    form.submit(status=302)
+    confirmation, notification = outbox(db)
+    for email in (confirmation, notification):
+        assert "evil.example" not in email.body
+    assert f"http://randopony.localhost{brevet_url}" in notification.body
+    assert "http://randopony.localhost/brevets/" in notification.body

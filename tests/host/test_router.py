@@ -331,3 +331,29 @@ def test_a_body_over_the_limit_gets_413_and_never_reaches_the_app(host, site):
     )
     assert at_limit.status_code == 200
     assert requests.get(f"http://127.0.0.1:{site.port}/posts", timeout=5).json() == {"ok": 1}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        f"{DOMAIN}:1, evil.example",
+        f"{DOMAIN} evil.example",
+        f"{DOMAIN}:80:81",
+        f"{DOMAIN}/x",
+        f"user@{DOMAIN}",
+        "",
+    ],
+)
+def test_a_host_that_is_not_name_and_port_gets_400_and_reaches_no_app(host, site, bad):
+    answer = requests.get(host.router_url + "/whoami", headers={"Host": bad}, timeout=20)
+    assert answer.status_code == 400
+    assert "The Host of the request is not name[:port]." in answer.text
+
+
+def test_the_app_gets_only_the_host_the_router_checked(host, site):
+    seen = get(host, "/whoami", headers={"X-Forwarded-Host": "evil.example"}).json()["headers"]
+    assert seen["host"] == seen["x-forwarded-host"] == f"{DOMAIN}:{host.router_port}"
+    upper = requests.get(
+        host.router_url + "/whoami", headers={"Host": "RandoPony.Localhost."}, timeout=20
+    ).json()["headers"]
+    assert upper["host"] == "randopony.localhost."
