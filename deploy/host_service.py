@@ -6,6 +6,7 @@ interface on a unix socket under ``<host root>/supervisor/``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import socket
@@ -243,6 +244,7 @@ def _supervisord_conf(config: HostConfig, socket_path: Path) -> str:
     )
     value = supervisor.conf_value
     return f"""; Written by deploy.host_service.host_up; changes are overwritten.
+; The host's code ({code_fingerprint()}): new code means a restart, as new settings do.
 [unix_http_server]
 file={value(socket_path)}
 chmod=0700
@@ -287,6 +289,15 @@ stdout_logfile={value(boot_log(config.root))}
 stdout_logfile_maxbytes=1MB
 stdout_logfile_backups=2
 """ + _mail_program(config, value)
+
+
+def code_fingerprint() -> str:
+    """The host runs the checkout's deploy/ package: a digest of it, so that host_up restarts
+    a host still running older code (a router without a fix, say)."""
+    digest = hashlib.sha256()
+    for path in sorted((host_paths.CHECKOUT / "deploy").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _mail_program(config: HostConfig, value) -> str:

@@ -92,3 +92,15 @@ def test_fab_tasks_call_into_deploy(root):
     )
     assert status.returncode == 3
     assert "NOT STARTED" in status.stdout
+
+
+def test_host_up_restarts_a_host_that_runs_older_code(root, monkeypatch):
+    """The host runs the checkout's deploy/ code: after a pull, host_up (make run) restarts it,
+    or a fixed router would never be in service."""
+    assert set_password(root, USERNAME, PASSWORD).returncode == 0
+    ports = dict(panel_port=free_port(), router_port=free_port())
+    first = host_service.host_up(root, **ports)
+    assert host_service.host_up(root, **ports).pid == first.pid  # same code: kept
+    monkeypatch.setattr(host_service, "code_fingerprint", lambda: "newer-code")
+    again = host_service.host_up(root, **ports)
+    assert again.running and again.pid != first.pid
