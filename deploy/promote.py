@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import configparser
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +36,6 @@ from deploy.target import Target, TargetError, hosting_session
 # Long enough for the copy, the migration and the new release's start on a large database; the
 # router lets each held request wait for its own (shorter) limit and a lapsed hold frees itself.
 HOLD_SECONDS = 300
-CRASH_AFTER = "RANDOPONY_TEST_CRASH_AFTER_STEP"
 DB_NAMES = ("RandoPony-production.sqlite", "celery.sqlite")
 
 
@@ -989,9 +987,7 @@ def _crash_point(p: Promotion, name: str) -> None:
     """Fault injection for the tests: a kill -9 at this step boundary ("promote:hold_writes",
     "rollback:copy_back"; a bare step name means the promotion's), or inside a step, its work
     done but its end not journaled ("in:precopy_files")."""
-    wanted = os.environ.get(CRASH_AFTER)
-    if wanted and wanted in (f"{p.kind}:{name}", name if p.kind == "promote" else None):
-        os._exit(9)
+    records.crash_point(p.host, f"{p.kind}:{name}", *([name] if p.kind == "promote" else []))
 
 
 def rollback(

@@ -7,6 +7,7 @@ import getpass
 import json
 import os
 import socket
+import sys
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -161,3 +162,35 @@ def host_lock(
         yield
     finally:
         host.remove(lock)
+
+
+# Fault injection for the tests: kill -9 the running flow at a named step boundary. It fires only
+# on a host the tests made (it has deploy/test-host), so a stray export can never kill a real
+# promotion with writes held; set anywhere else, it is ignored, and said so.
+CRASH_AFTER = "RANDOPONY_TEST_CRASH_AFTER_STEP"
+TEST_HOST_MARK = "test-host"
+_warned: set[str] = set()
+
+
+def is_test_host(host: Host) -> bool:
+    return host.exists(layout.deploy_dir(host.root) / TEST_HOST_MARK)
+
+
+def crash_point(host: Host, *names: str) -> None:
+    """Called at each step boundary with the names that boundary answers to."""
+    wanted = os.environ.get(CRASH_AFTER)
+    if not wanted:
+        return
+    if not is_test_host(host):
+        if wanted not in _warned:
+            _warned.add(wanted)
+            print(
+                f"warning: {CRASH_AFTER}={wanted} is set, but {host.description} is not a test "
+                "host: ignored (unset it)",
+                file=sys.stderr,
+                flush=True,
+            )
+        return
+    if wanted in names:
+        print(f"TEST CRASH: killed after {wanted} ({CRASH_AFTER})", file=sys.stderr, flush=True)
+        os._exit(9)

@@ -24,7 +24,6 @@ finished by the next one.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import time
@@ -39,7 +38,6 @@ from deploy.promote import Step
 from deploy.staging import DeployError, runtime
 from deploy.target import Target, TargetError
 
-CRASH_AFTER = "RANDOPONY_TEST_CRASH_AFTER_STEP"
 SPACE_FACTOR = 4
 WORK = "sync"
 STAGING_DB = "RandoPony-staging.sqlite"
@@ -367,8 +365,7 @@ def run(target: Target, host: Host, staging: str, production: str, given: str | 
         s.done.append(step.name)
         s.save()
         target.echo(f"✓ {step.name} ({s.durations[step.name]:.1f} s)")
-        if os.environ.get(CRASH_AFTER) == f"sync:{step.name}":
-            os._exit(9)  # fault injection for the tests: a kill -9 at this boundary
+        records.crash_point(host, f"sync:{step.name}")
     host.remove(state_file(host.root))
     summary = {
         "staging": staging,

@@ -141,6 +141,8 @@ def local_host(mailbox):
         capture_output=True,
     )
     (root / "deploy").mkdir()
+    # A test host: the step crash hook (RANDOPONY_TEST_CRASH_AFTER_STEP) works here only.
+    (root / "deploy" / "test-host").write_text("made by the deploy tests\n")
     (root / "deploy" / "release.env").write_text(
         f"RANDOPONY_SMTP_HOST=127.0.0.1\nRANDOPONY_SMTP_PORT={mailbox.port}\n"
     )
