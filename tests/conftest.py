@@ -3,6 +3,7 @@ initialize_RandoPony_db), its own broker file and a real WSGI app built from tes
 
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,15 @@ from app.scripts.initialize_db import initialize
 ROOT = Path(__file__).resolve().parents[1]
 WRANGLER_EMAIL = "admin@example.com"
 WRANGLER_PASSWORD = "correct horse battery"
+
+
+def wait_until(condition, what: str, timeout: float = 120.0) -> None:
+    """Poll until the condition holds; after a generous deadline, fail saying what never
+    happened. The deadline only ends a wait that would never end: nothing is timed."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up after {timeout} s waiting for {what}"
+        time.sleep(0.05)
 
 
 def free_port() -> int:

@@ -7,6 +7,8 @@ import time
 
 import requests
 
+from tests.conftest import wait_until  # noqa: F401  (the deploy tests import it from here)
+
 PRODUCTION = "randopony.localhost"
 STAGING = "staging.randopony.localhost"
 
@@ -83,15 +85,6 @@ class LoopingClient(threading.Thread):
                 time.sleep(self.pause)
             except requests.RequestException as error:
                 self.failures.append(("error", str(error)))
-
-
-def wait_until(condition, what: str, timeout: float = 120.0) -> None:
-    """Poll until the condition holds; fail, saying what never happened, after a generous
-    deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up after {timeout} s waiting for {what}"
-        time.sleep(0.05)
 
 
 def said(page: str) -> str:

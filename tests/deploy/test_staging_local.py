@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import requests
 
 from deploy import supervisor
 from tests.deploy.migrations import migration
-from tests.deploy.riders import LoopingClient, Rider
+from tests.deploy.riders import LoopingClient, Rider, wait_until
 
 STAGING = "staging.randopony.localhost"
 RELEASE_DIR = "webapps/randopony2026r1"
@@ -171,13 +170,6 @@ def test_staging_supervisor_stop_and_start(staging):
     assert get(staging).status_code == 200
 
 
-def wait_for(condition, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up after {timeout} s waiting for {what}"
-        time.sleep(0.05)
-
-
 def app_processes(sock):
     return {p.name: p for p in supervisor.programs(sock) if p.group == "app"}
 
@@ -195,7 +187,7 @@ def test_a_killed_app_process_fails_no_request(staging):
 
     def served_more(count=5):
         served = reader.requests
-        wait_for(lambda: reader.requests >= served + count, "the reader to be served")
+        wait_until(lambda: reader.requests >= served + count, "the reader to be served")
 
     def restarted(name, old_pid):
         now = app_processes(sock)[name]
@@ -207,7 +199,7 @@ def test_a_killed_app_process_fails_no_request(staging):
             served_more()
             old_pid = app_processes(sock)[name].pid
             os.kill(old_pid, signal.SIGKILL)
-            wait_for(lambda: restarted(name, old_pid), f"supervisord to restart {name}")  # noqa: B023
+            wait_until(lambda: restarted(name, old_pid), f"supervisord to restart {name}")  # noqa: B023
         served_more()
     finally:
         reader.stop.set()

@@ -10,13 +10,12 @@ import json
 import re
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import openpyxl
 import pytest
 
-from tests.deploy.riders import PRODUCTION, STAGING, LoopingClient, Rider, riders_in
+from tests.deploy.riders import PRODUCTION, STAGING, LoopingClient, Rider, riders_in, wait_until
 
 R1, R2, R3 = "webapps/randopony2026r1", "webapps/randopony2026r2", "webapps/randopony2026r3"
 SINK = "sink.invalid"
@@ -120,13 +119,6 @@ def host(local_host, mailbox):
         subprocess.run(
             f"crontab -l 2>/dev/null | grep -v ' {h.root}$' | crontab -", shell=True, check=False
         )
-
-
-def wait_until(condition, what, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up after {timeout} s waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_sync_copies_production_sanitised_while_production_serves(host, mailbox):

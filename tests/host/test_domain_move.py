@@ -1,12 +1,12 @@
 """Moving a domain between apps the Webfaction way (detach, then attach) fails no request."""
 
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
+from tests.conftest import wait_until
 from tests.host.conftest import make_host
 
 DOMAIN = "randopony.localhost"
@@ -94,13 +94,6 @@ def check_every_post_answered_once(host, clients, old, new):
     for post_id, app in clients.answered_by.items():
         assert post_id in (counts_old if app == "r1" else counts_new)
     return counts_old, counts_new
-
-
-def wait_until(condition, what, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up after {timeout} s waiting for {what}"
-        time.sleep(0.02)
 
 
 def served_more(clients, count=10):

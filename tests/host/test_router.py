@@ -10,6 +10,8 @@ import time
 import pytest
 import requests
 
+from tests.conftest import wait_until
+
 DOMAIN = "randopony.localhost"
 MB20 = 20 * 1024 * 1024
 
@@ -102,13 +104,6 @@ def test_large_bodies_are_streamed_intact(host, site):
         host.router_url + "/digest", data=pieces, headers={"Host": DOMAIN}, timeout=20
     ).json()
     assert chunked == uploaded
-
-
-def wait_until(condition, what, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up after {timeout} s waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_held_writes_wait_while_reads_go_on(host, api, site):
