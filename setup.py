@@ -21,6 +21,8 @@ requires = [
     "supervisor",
     "fabric>=3",
     "rich",
+    # the panel parses XML-RPC from the network
+    "defusedxml",
 ]
 
 tests_require = [
@@ -31,6 +33,7 @@ tests_require = [
     "playwright",
     "requests",
     "ruff",
+    "hypothesis",
 ]
 
 setup(
