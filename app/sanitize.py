@@ -256,6 +256,7 @@ RULES: dict[str, dict[str, Rule]] = {
     "wranglers": {
         "email": to_sink("the wrangler's login and address"),
         "password_hash": staging_password("production's passwords must not open staging"),
+        "session_generation": not_personal("a counter; sessions are signed with staging's secret"),
     },
     "email_addresses": {
         "key": not_personal("the name of a configured address, e.g. admin_email"),
@@ -274,6 +275,7 @@ EMPTIED: dict[str, str] = {
     "outbound_emails": "production's outbox: real recipients, bodies with secret links; "
     "a row left unsent would be sent from staging",
     "handled_requests": "ids of production's requests; staging's router gives its own",
+    "login_failures": "production's failed logins (client addresses); staging counts its own",
 }
 
 # What happens to a text column with no rule of its own (or a rule that rewrites nothing).

@@ -9,6 +9,7 @@ from sqlalchemy.orm import configure_mappers, sessionmaker
 from . import page_generation
 from .events import Brevet, Populaire  # noqa: F401
 from .handled_requests import HandledRequest  # noqa: F401
+from .login_failures import LoginFailure  # noqa: F401
 from .meta import Base, metadata  # noqa: F401
 from .outbox import OutboundEmail  # noqa: F401
 from .page_generation import PageGeneration  # noqa: F401
