@@ -34,8 +34,8 @@ CRASH = "RANDOPONY_TEST_CRASH_AFTER_STEP"
 
 MIGRATION = migration(
     "riders get an emergency phone",
+    "0005",
     "0004",
-    "0003",
     [
         'with op.batch_alter_table("brevet_riders") as table:',
         '    table.add_column(sa.Column("emergency_phone", sa.String(30), nullable=True))',
@@ -214,7 +214,7 @@ def test_second_promotion_under_load_loses_nothing(production):
     for email in before:
         assert rider.sign_up(event, email).status_code == 302
 
-    (production.checkout / "alembic/versions/0004_test_emergency_phone.py").write_text(MIGRATION)
+    (production.checkout / "alembic/versions/0005_test_emergency_phone.py").write_text(MIGRATION)
     r2 = dict(RANDOPONY_STAGING_RELEASE="2026r2", RANDOPONY_PRODUCTION_RELEASE="2026r1")
     production.fab("init_staging", **r2)
 
@@ -351,7 +351,7 @@ def test_rollback_under_load_keeps_every_registration(production, load):
     with sqlite3.connect(database) as db:
         columns = [row[1] for row in db.execute("PRAGMA table_info(brevet_riders)")]
         assert "emergency_phone" not in columns  # migrated down with r2's scripts
-        assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0003"
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0004"
     assert roles(production)["production"] == "2026r1" and "2026r2" in roles(production)["bad"]
     table = production.fab("releases", **releases("2026r3", "2026r1")).stdout
     assert re.search(r"2026r2\s*│\s*bad\s*│", table), table
@@ -494,8 +494,8 @@ def test_a_promotion_killed_after_the_domain_moved_is_rolled_back(production, lo
 
 FAILING_MIGRATION = migration(
     "one brevet per rider (fails on production data)",
+    "0006",
     "0005",
-    "0004",
     ['op.create_index("ix_test_one_brevet_per_rider", "brevet_riders", ["email"], unique=True)'],
     ['op.drop_index("ix_test_one_brevet_per_rider", "brevet_riders")'],
 )
@@ -511,7 +511,7 @@ def test_failures_before_the_switch_leave_production_as_it_was(production, load)
     for event in (production.event, other[0]):
         assert rider.sign_up(event, "twice@example.org").status_code == 302
     r9 = releases("2026r9", "2026r3")
-    migration = production.checkout / "alembic/versions/0005_test_one_brevet_per_rider.py"
+    migration = production.checkout / "alembic/versions/0006_test_one_brevet_per_rider.py"
     migration.write_text(FAILING_MIGRATION)
     production.fab("init_staging", **r9)  # staging's demo data passes the migration
 

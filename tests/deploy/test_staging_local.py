@@ -123,19 +123,19 @@ def test_deploy_staging_of_a_changed_template_shows_the_change(staging):
 
 NEW_MIGRATION = migration(
     "an index on riders' last names",
+    "0005",
     "0004",
-    "0003",
     ['op.create_index("ix_test_last_name", "brevet_riders", ["last_name"])'],
     ['op.drop_index("ix_test_last_name", "brevet_riders")'],
 )
 
 
 def test_deploy_staging_runs_new_migrations_on_staging(staging):
-    (staging.checkout / "alembic/versions/0004_test_last_name.py").write_text(NEW_MIGRATION)
+    (staging.checkout / "alembic/versions/0005_test_last_name.py").write_text(NEW_MIGRATION)
     done = staging.fab("deploy_staging")
-    assert "Running upgrade 0003 -> 0004" in done.stdout
+    assert "Running upgrade 0004 -> 0005" in done.stdout
     up = requests.get(staging.url("/up"), headers={"Host": STAGING}, timeout=30).json()
-    assert (up["status"], up["revision"]) == ("ok", "0004")
+    assert (up["status"], up["revision"]) == ("ok", "0005")
 
 
 def test_fab_with_no_task_deploys_staging(staging):
