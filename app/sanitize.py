@@ -5,7 +5,9 @@ release's head and then runs `sanitize` on it (or `python -m app.sanitize stagin
 
 - every address (riders, organizers, wranglers, the site's configured addresses) goes to a sink
   domain that cannot deliver (see `sink_address`), one sink address per original address, so
-  duplicate sign-ups are still found and a wrangler still recognises their own login;
+  duplicate sign-ups are still found; the sink address is a keyed hash (the host's sink key,
+  which staging cannot read), so it gives nothing of the address away, and the sync prints the
+  wranglers' staging logins;
 - links to the production domain point at the staging domain;
 - every wrangler's password becomes the staging password, and the events' secret uuids (the
   organizers' links) are replaced, so production's secret links do not work on staging;
@@ -32,6 +34,7 @@ uuids (`main`, `--rider-lists-from` / `--rider-lists-to`).
 
 import argparse
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -67,9 +70,10 @@ from sqlalchemy.sql import table as sql_table
 DEFAULT_SINK_DOMAIN = "sink.invalid"
 RESERVED_TOP_LEVEL = ("invalid", "localhost", "test", "example")
 RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
-# A local part is at most 64 characters (RFC 5321).
-MAX_LOCAL_PART = 64
-DIGEST_LENGTH = 10
+# 80 bits: distinct for any number of addresses a club will ever have (birthday bound 2**40).
+DIGEST_LENGTH = 20
+# The sink key is at least this long (bytes), so the hashes cannot be tried address by address.
+MIN_SINK_KEY = 16
 BATCH = 2000
 
 
@@ -83,6 +87,7 @@ class Options:
     production_domain: str
     staging_domain: str
     password_hash: str
+    sink_key: bytes
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,6 @@ PLAIN_HOSTNAME = re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)*")
 # capital I an i (and a dot) and the Kelvin sign a k, and IGNORECASE also matches the dotless i
 # and the long s with i and s (tests/test_sanitize.py checks this Python's Unicode tables).
 CASE_LIKE_ASCII = "\u0130\u0131\u017f\u212a"
-NOT_ALPHANUMERIC = re.compile(r"[^a-z0-9]+")
 LIST_SEPARATOR = re.compile(r"[,;]")
 
 
@@ -130,30 +134,27 @@ def is_sink_address(address: str, sink_domain: str) -> bool:
     return bool(at and local) and in_domain(domain, sink_domain)
 
 
-def sink_address(address: str, sink_domain: str = DEFAULT_SINK_DOMAIN) -> str:
-    """ada@example.org -> ada.example.org.<10 hex digits>@sink.invalid.
-
-    Deterministic, and the digest (of the lower-cased address) keeps addresses that differ only
-    in punctuation apart; the readable part lets staging's users see whose address it was.
-    Addresses already at the sink stay as they are, so sanitising twice changes nothing."""
+def sink_address(address: str, sink_domain: str, key: bytes) -> str:
+    """ada@example.org -> <20 hex digits>@sink.invalid: an HMAC of the lower-cased address under
+    the host's sink key. The same address always gives the same sink address (duplicate sign-ups
+    are still found, a wrangler's staging login stays the same from one refresh to the next),
+    different addresses give different ones, and without the key nothing of the address can be
+    read back or guessed from it. Addresses already at the sink stay as they are, so sanitising
+    twice changes nothing."""
     address = address.strip()
     if is_sink_address(address, sink_domain):
         return address
-    normalized = address.lower()
-    digest = hashlib.sha256(normalized.encode()).hexdigest()[:DIGEST_LENGTH]
-    readable = NOT_ALPHANUMERIC.sub(".", normalized).strip(".")
-    readable = readable[: MAX_LOCAL_PART - DIGEST_LENGTH - 1].rstrip(".")
-    local = f"{readable}.{digest}" if readable else digest
-    return f"{local}@{sink_domain}"
+    digest = hmac.new(key, address.lower().encode(), hashlib.sha256).hexdigest()
+    return f"{digest[:DIGEST_LENGTH]}@{sink_domain}"
 
 
 def sink_address_list(value: str, options: Options) -> str:
     """'a@x, b@y' -> 'a.x.<hash>@sink, b.y.<hash>@sink' (organizer_email holds lists)."""
     if "," not in value and ";" not in value:  # one address (or none): the same, sooner
         address = value.strip()
-        return sink_address(address, options.sink_domain) if address else ""
+        return sink_address(address, options.sink_domain, options.sink_key) if address else ""
     addresses = [a.strip() for a in LIST_SEPARATOR.split(value) if a.strip()]
-    return ", ".join(sink_address(a, options.sink_domain) for a in addresses)
+    return ", ".join(sink_address(a, options.sink_domain, options.sink_key) for a in addresses)
 
 
 def scrub(value: str, options: Options) -> str:
@@ -164,7 +165,7 @@ def scrub(value: str, options: Options) -> str:
 
     def replace(match: re.Match) -> str:
         if match.group("address"):
-            return sink_address(match.group("address"), options.sink_domain)
+            return sink_address(match.group("address"), options.sink_domain, options.sink_key)
         return options.staging_domain
 
     return _scrub_re(options.production_domain).sub(replace, value)
@@ -357,6 +358,7 @@ def sanitize(
     production_domain: str,
     staging_domain: str,
     wrangler_password: str,
+    sink_key: bytes,
 ) -> dict[str, int]:
     """Sanitise the database behind `connection` (a SQLAlchemy Connection) in its transaction;
     the caller commits: `with engine.begin() as connection: sanitize(connection, ...)`.
@@ -364,7 +366,7 @@ def sanitize(
     The database must be at this code's alembic head. Returns the rows changed (or, for the
     outbox, deleted) per table. Running it again is harmless. Raises SanitizeError, before
     anything is committed, when anything personal or production's would be left."""
-    options = _options(sink_domain, production_domain, staging_domain, wrangler_password)
+    options = _options(sink_domain, production_domain, staging_domain, wrangler_password, sink_key)
     return _sanitize(connection, options)
 
 
@@ -385,7 +387,9 @@ def _sanitize(connection, options: Options) -> dict[str, int]:
     return counts
 
 
-def _options(sink_domain, production_domain, staging_domain, wrangler_password) -> Options:
+def _options(
+    sink_domain, production_domain, staging_domain, wrangler_password, sink_key: bytes
+) -> Options:
     sink_domain = sink_domain.strip().lower()
     production_domain = production_domain.strip().lower()
     staging_domain = staging_domain.strip().lower()
@@ -398,7 +402,11 @@ def _options(sink_domain, production_domain, staging_domain, wrangler_password) 
         raise ValueError("production and staging domains must be given and differ")
     if len(wrangler_password) < 8:
         raise ValueError("the staging wrangler password needs at least 8 characters")
-    return Options(sink_domain, production_domain, staging_domain, _hash(wrangler_password))
+    if len(sink_key) < MIN_SINK_KEY:
+        raise ValueError(f"the sink key needs at least {MIN_SINK_KEY} bytes")
+    return Options(
+        sink_domain, production_domain, staging_domain, _hash(wrangler_password), sink_key
+    )
 
 
 def is_reserved_domain(domain: str) -> bool:
@@ -738,6 +746,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--rider-lists-to", metavar="DIR", help="where staging's rider lists are written"
     )
+    parser.add_argument(
+        "--sink-key-file",
+        metavar="FILE",
+        required=True,
+        help="the host's sink key (readable by its owner only): sink addresses are keyed by it",
+    )
     args = parser.parse_args(argv)
     if (args.rider_lists_from is None) != (args.rider_lists_to is None):
         parser.error("--rider-lists-from and --rider-lists-to go together: give both or neither")
@@ -751,6 +765,11 @@ def main(argv=None) -> int:
         if refusal := rider_lists.refusal():
             print(f"sanitize: {refusal}", file=sys.stderr)
             return 2
+    try:
+        sink_key = read_sink_key(args.sink_key_file)
+    except ValueError as error:
+        print(f"sanitize: {error}", file=sys.stderr)
+        return 2
     engine = get_engine(settings)
     done = False
     try:
@@ -759,6 +778,7 @@ def main(argv=None) -> int:
             args.production_domain,
             args.staging_domain,
             os.environ.get("RANDOPONY_WRANGLER_PASSWORD", ""),
+            sink_key,
         )
         # Files are written inside the transaction: if they are refused, so is the database.
         with engine.begin() as connection:
@@ -775,6 +795,20 @@ def main(argv=None) -> int:
         engine.dispose()
     print(json.dumps(report, sort_keys=True))
     return 0
+
+
+def read_sink_key(path: str) -> bytes:
+    """The key file's bytes; refused when others may read it (it would let them hash guesses)."""
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_mode & 0o077:
+                raise ValueError(f"the sink key {path} is readable by others: chmod 0400 it")
+            key = f.read().strip()
+    except OSError as error:
+        raise ValueError(f"cannot read the sink key: {error}") from None
+    if len(key) < MIN_SINK_KEY:
+        raise ValueError(f"the sink key {path} is shorter than {MIN_SINK_KEY} bytes")
+    return key
 
 
 def _sanitize_and_report(connection, options: Options, rider_lists) -> dict:

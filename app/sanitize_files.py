@@ -47,7 +47,7 @@ def sanitize_cell(value: str, options: Options) -> str:
     address pattern stops, and the rider list must still get the database's sink address. Any
     other text is scrubbed like the database's free text."""
     if WHOLE_ADDRESS.fullmatch(value.strip()):
-        return sink_address(value, options.sink_domain)
+        return sink_address(value, options.sink_domain, options.sink_key)
     return scrub(value, options)
 
 

@@ -339,7 +339,9 @@ from app.sanitize_files import RiderListCopy, event_uuids
 
 db, mirror, out, production, staging = sys.argv[1:6]
 engine = create_engine(f"sqlite:///{db}")
-options = S._options("sink.invalid", production, staging, "bench-breakdown-password")
+options = S._options(
+    "sink.invalid", production, staging, "bench-breakdown-password", b"bench-sink-key-0123456789"
+)
 phases = {}
 started = time.perf_counter()
 with engine.begin() as connection:

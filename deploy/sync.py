@@ -58,6 +58,22 @@ def password_file(root: PurePosixPath) -> PurePosixPath:
     return layout.deploy_dir(root) / "staging-wrangler-password"
 
 
+def sink_key_file(root: PurePosixPath) -> PurePosixPath:
+    """The host's key for sink addresses: outside every release, so staging cannot read it and
+    hash guesses of production's addresses against what it holds."""
+    return layout.deploy_dir(root) / "sink-key"
+
+
+def ensure_sink_key(host: Host) -> PurePosixPath:
+    """Made once per host and kept, so a wrangler's staging login stays the same across
+    refreshes; 0400 and never printed."""
+    path = sink_key_file(host.root)
+    if not (host.read_text(path) or "").strip():
+        host.write_text(path, secrets.token_hex(32) + "\n", mode=0o400)
+    host.chmod(path, 0o400)
+    return path
+
+
 @dataclass
 class Sync:
     target: Target
@@ -189,6 +205,8 @@ def sanitize(s: Sync) -> None:
             str(mirror_dir(s.host.root)),
             "--rider-lists-to",
             str(s.work / RIDER_LISTS),
+            "--sink-key-file",
+            str(ensure_sink_key(s.host)),
         ],
         cwd=s.staging_dir,
         env={

@@ -2,7 +2,9 @@
 to production go to staging, secrets are reset, the outbox is emptied; and a model column that may
 hold personal data cannot be added without a rule."""
 
+import hashlib
 import json
+import os
 import re
 import sqlite3
 import sys
@@ -30,6 +32,8 @@ PRODUCTION = "randopony.localhost"
 STAGING = "staging.randopony.localhost"
 SINK = "sink.invalid"
 STAGING_PASSWORD = "staging wrangler pw"
+# The host's sink key, as deploy.sync makes one (tests/deploy/test_sync.py checks that one).
+SINK_KEY = b"0123456789abcdef-test-sink-key"
 
 # The checks below are written independently of app/sanitize.py's own patterns.
 EMAIL_LIKE = re.compile(r"[^\s@,;:<>()\"'/]+@([A-Za-z0-9.-]+[A-Za-z0-9])")
@@ -85,13 +89,36 @@ def test_a_new_personal_column_without_a_rule_is_reported(monkeypatch):
 
 
 def test_sink_addresses_are_deterministic_distinct_and_stable():
-    ada = sink_address("ada@example.org", SINK)
-    assert ada.endswith("@" + SINK) and ada.startswith("ada.example.org.")
-    assert sink_address(" Ada@Example.ORG ", SINK) == ada  # riders' addresses are compared lower
-    assert sink_address(ada, SINK) == ada  # sanitising twice changes nothing
-    assert sink_address("a.b@c.org", SINK) != sink_address("a@b.c.org", SINK)
-    long_one = sink_address("x" * 60 + "@" + "y" * 60 + ".example.org", SINK)
+    ada = sink_address("ada@example.org", SINK, SINK_KEY)
+    assert ada.endswith("@" + SINK)
+    # riders' addresses are compared lower-cased
+    assert sink_address(" Ada@Example.ORG ", SINK, SINK_KEY) == ada
+    assert sink_address(ada, SINK, SINK_KEY) == ada  # sanitising twice changes nothing
+    assert sink_address("a.b@c.org", SINK, SINK_KEY) != sink_address("a@b.c.org", SINK, SINK_KEY)
+    long_one = sink_address("x" * 60 + "@" + "y" * 60 + ".example.org", SINK, SINK_KEY)
     assert len(long_one.split("@")[0]) <= 64
+
+
+def test_a_sink_address_gives_nothing_of_the_address_away():
+    """john.smith.gmail.com.d0c648bc36@sink.invalid gave the production address away: the sink
+    address is a keyed hash, with nothing of the address in it and no way to check a guess
+    without the host's key."""
+    original = "john.smith@gmail.com"
+    sunk = sink_address(original, SINK, SINK_KEY)
+    local = sunk.split("@")[0]
+    assert re.fullmatch(r"[0-9a-f]{20}", local)
+    for piece in ("john", "smith", "gmail"):
+        assert piece not in local
+    # An unkeyed hash of the address (a guess anyone can check) is not in it either.
+    assert hashlib.sha256(original.encode()).hexdigest()[:10] not in local
+    # Another host's key gives another sink address.
+    assert sink_address(original, SINK, b"another host's sink key") != sunk
+
+
+def test_a_short_or_missing_sink_key_is_refused(app_settings):
+    engine = get_engine(app_settings)
+    with engine.begin() as connection, pytest.raises(ValueError, match="sink key"):
+        sanitize.sanitize(connection, **options(sink_key=b"short"))
 
 
 def test_a_sink_domain_that_could_reach_someone_is_refused(app_settings):
@@ -110,6 +137,7 @@ def options(**overrides):
         "production_domain": PRODUCTION,
         "staging_domain": STAGING,
         "wrangler_password": STAGING_PASSWORD,
+        "sink_key": SINK_KEY,
         **overrides,
     }
 
@@ -250,22 +278,22 @@ def test_distinct_addresses_stay_distinct_and_equal_ones_equal(app_settings, pro
 
     mapping = {old: new for (_, _, old), (_, _, new) in zip(before, after, strict=True)}
     assert len(set(mapping.values())) == len(mapping) == 3
-    assert all(new == sink_address(old, SINK) for old, new in mapping.items())
+    assert all(new == sink_address(old, SINK, SINK_KEY) for old, new in mapping.items())
     [(brevet_org,), (populaire_org,)] = rows(
         app_settings,
         "SELECT organizer_email FROM brevets UNION ALL SELECT organizer_email FROM populaires",
     )
     org1, org2 = brevet_org.split(", ")
-    assert org1 == populaire_org == sink_address("org1@example.com", SINK)
-    assert org2 == sink_address("org2@example.com", SINK)
+    assert org1 == populaire_org == sink_address("org1@example.com", SINK, SINK_KEY)
+    assert org2 == sink_address("org2@example.com", SINK, SINK_KEY)
     assert rows(app_settings, "SELECT key, email FROM email_addresses ORDER BY key") == [
-        ("admin_email", sink_address("pony-admin@example.com", SINK)),
-        ("club_webmaster", sink_address("webmaster@example.com", SINK)),
-        ("from_randopony", sink_address("randopony@example.com", SINK)),
+        ("admin_email", sink_address("pony-admin@example.com", SINK, SINK_KEY)),
+        ("club_webmaster", sink_address("webmaster@example.com", SINK, SINK_KEY)),
+        ("from_randopony", sink_address("randopony@example.com", SINK, SINK_KEY)),
     ]
     # Names, comments' words and the rest of a rider stay.
     assert rows(app_settings, "SELECT comment FROM brevet_riders WHERE comment IS NOT NULL") == [
-        (f"or text me at {sink_address('eddy.m@mail.example.com', SINK)}",)
+        (f"or text me at {sink_address('eddy.m@mail.example.com', SINK, SINK_KEY)}",)
     ]
 
 
@@ -280,7 +308,7 @@ def test_links_to_production_point_at_staging_and_other_links_stay(app_settings,
         (
             f"https://{STAGING}/maps/lm200",
             f"Drop bag? See https://{STAGING}/help or ask "
-            f"{sink_address('bags@club.example.net', SINK)}",
+            f"{sink_address('bags@club.example.net', SINK, SINK_KEY)}",
         )
     ]
     assert rows(app_settings, "SELECT entry_form_url FROM populaires") == [
@@ -295,16 +323,16 @@ def test_wranglers_log_in_with_the_staging_password_only(
     with get_session_factory(get_engine(app_settings))() as db:
         wranglers = db.scalars(select(Wrangler).order_by(Wrangler.id)).all()
         assert [w.email for w in wranglers] == [
-            sink_address(WRANGLER_EMAIL, SINK),
-            sink_address("second@example.com", SINK),
+            sink_address(WRANGLER_EMAIL, SINK, SINK_KEY),
+            sink_address("second@example.com", SINK, SINK_KEY),
         ]
         assert all(w.check_password(STAGING_PASSWORD) for w in wranglers)
         assert not wranglers[0].check_password(WRANGLER_PASSWORD)
         assert not wranglers[1].check_password("second's production password")
 
     assert login(WRANGLER_EMAIL, WRANGLER_PASSWORD).status_int == 200  # the form again
-    assert login(sink_address(WRANGLER_EMAIL, SINK), WRANGLER_PASSWORD).status_int == 200
-    assert login(sink_address(WRANGLER_EMAIL, SINK), STAGING_PASSWORD).status_int == 302
+    assert login(sink_address(WRANGLER_EMAIL, SINK, SINK_KEY), WRANGLER_PASSWORD).status_int == 200
+    assert login(sink_address(WRANGLER_EMAIL, SINK, SINK_KEY), STAGING_PASSWORD).status_int == 302
 
 
 def test_production_secret_links_stop_working_and_the_page_token_changes(
@@ -540,7 +568,7 @@ def test_the_set_based_rewrite_leaves_exactly_what_the_rules_row_by_row_leave(
     original = copy_database(app_settings, tmp_path / "original.sqlite")
     reference = copy_database(app_settings, tmp_path / "reference.sqlite")
     rows_path = copy_database(app_settings, tmp_path / "by_rows.sqlite")
-    options = sanitize._options(SINK, production, STAGING, STAGING_PASSWORD)
+    options = sanitize._options(SINK, production, STAGING, STAGING_PASSWORD, SINK_KEY)
 
     expected_counts = rules_in_python(reference, options)
     counts = run_sanitize(app_settings, production_domain=production)
@@ -693,18 +721,39 @@ def write_ini(tmp_path, app_settings, **overrides):
     return str(write_ini(tmp_path / "sanitize.ini", {**app_settings, **overrides}))
 
 
+def sink_key_file(folder) -> str:
+    path = folder / "sink-key"
+    path.write_bytes(SINK_KEY)
+    path.chmod(0o400)
+    return str(path)
+
+
+def test_command_line_refuses_a_sink_key_others_can_read(
+    app_settings, production_like, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("RANDOPONY_WRANGLER_PASSWORD", STAGING_PASSWORD)
+    key = sink_key_file(tmp_path)
+    os.chmod(key, 0o644)
+    args = [write_ini(tmp_path, app_settings), "--production-domain", PRODUCTION]
+    args += ["--staging-domain", STAGING, "--sink-key-file", key]
+    assert sanitize.main(args) == 2
+    assert "readable by others" in capsys.readouterr().err
+    assert ("wranglers", "email", WRANGLER_EMAIL) in leftovers(app_settings)
+
+
 def test_command_line_sanitises_a_staging_database(
     app_settings, production_like, tmp_path, monkeypatch, capsys
 ):
     ini = write_ini(tmp_path, app_settings, **{"mail.only_to_domains": "sink.test example.org"})
     monkeypatch.setenv("RANDOPONY_WRANGLER_PASSWORD", STAGING_PASSWORD)
     args = [ini, "--production-domain", PRODUCTION, "--staging-domain", STAGING]
+    args += ["--sink-key-file", sink_key_file(tmp_path)]
     assert sanitize.main(args) == 0
     counts = json.loads(capsys.readouterr().out)
     assert counts["outbound_emails"] == 2
     assert rows(app_settings, "SELECT email FROM wranglers ORDER BY id") == [
-        (sink_address(WRANGLER_EMAIL, "sink.test"),),
-        (sink_address("second@example.com", "sink.test"),),
+        (sink_address(WRANGLER_EMAIL, "sink.test", SINK_KEY),),
+        (sink_address("second@example.com", "sink.test", SINK_KEY),),
     ]
 
 
@@ -712,6 +761,7 @@ def test_command_line_refuses_a_production_ini_or_no_password(
     app_settings, production_like, tmp_path, monkeypatch, capsys
 ):
     args = ["--production-domain", PRODUCTION, "--staging-domain", STAGING]
+    args += ["--sink-key-file", sink_key_file(tmp_path)]
     monkeypatch.setenv("RANDOPONY_WRANGLER_PASSWORD", STAGING_PASSWORD)
     production_ini = write_ini(tmp_path, app_settings, production_deployment="true")
     assert sanitize.main([production_ini, *args]) == 2

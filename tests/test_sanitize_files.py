@@ -27,11 +27,13 @@ from tests.test_sanitize import (
     PRODUCTION,
     PRODUCTION_HOST,
     SINK,
+    SINK_KEY,
     STAGING,
     STAGING_PASSWORD,
     database_path,
     leftovers,
     rows,
+    sink_key_file,
     write_ini,
 )
 
@@ -83,6 +85,7 @@ def production(app_settings, db, tmp_path):
         "mirror": mirror,
         "out": tmp_path / "work" / "rider_lists",
         "ini": write_ini(tmp_path, app_settings, **{"mail.only_to_domains": SINK}),
+        "sink_key": sink_key_file(tmp_path),
         "dropped": sorted([f"{unknown}.csv", "notes.txt", f".{brevet.uuid}.csv.k2j3h4", "old/"]),
     }
 
@@ -93,6 +96,7 @@ def arguments(production, **overrides) -> list[str]:
         "--staging-domain": STAGING,
         "--rider-lists-from": str(production["mirror"]),
         "--rider-lists-to": str(production["out"]),
+        "--sink-key-file": production["sink_key"],
         **overrides,
     }
     return [production["ini"]] + [s for k, v in options.items() if v is not None for s in (k, v)]
@@ -147,7 +151,9 @@ def test_rider_lists_are_renamed_to_the_new_uuids_and_hold_the_databases_sink_ad
         production[k] for k in ("brevet", "populaire", "mirror", "out")
     )
     mirrored = fingerprint(mirror)
-    assert sink_address(ODD, SINK) != scrub(ODD, Options(SINK, PRODUCTION, STAGING, ""))
+    assert sink_address(ODD, SINK, SINK_KEY) != scrub(
+        ODD, Options(SINK, PRODUCTION, STAGING, "", SINK_KEY)
+    )
 
     answer = subprocess.run(
         [sys.executable, "-m", "app.sanitize", *arguments(production)],
@@ -175,7 +181,9 @@ def test_rider_lists_are_renamed_to_the_new_uuids_and_hold_the_databases_sink_ad
 
     # The same sink addresses as the database's rows, in both formats.
     by_name = dict(rows(app_settings, "SELECT first_name, email FROM brevet_riders"))
-    assert sorted(by_name.values()) == sorted(sink_address(a, SINK) for a in ORIGINALS[:3])
+    assert sorted(by_name.values()) == sorted(
+        sink_address(a, SINK, SINK_KEY) for a in ORIGINALS[:3]
+    )
     [(question,)] = rows(app_settings, "SELECT info_question FROM brevets")
     [(comment,)] = rows(app_settings, "SELECT comment FROM brevet_riders WHERE comment <> ''")
     for table in (csv_rows(out / f"{new_brevet}.csv"), xlsx_rows(out / f"{new_brevet}.xlsx")):
@@ -214,7 +222,7 @@ def test_rider_lists_are_renamed_to_the_new_uuids_and_hold_the_databases_sink_ad
             t: connection.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables
         }
     assert report["rows"]["brevet_riders"] == 3 and report["rows"]["outbound_emails"] == 0
-    assert report["wranglers"] == [sink_address(WRANGLER_EMAIL, SINK)]
+    assert report["wranglers"] == [sink_address(WRANGLER_EMAIL, SINK, SINK_KEY)]
     assert report["brevet_riders"] == 3 and report["populaire_riders"] == 1  # the existing keys
     assert fingerprint(mirror) == mirrored  # the mirror is only read
 
@@ -228,7 +236,7 @@ def test_without_the_rider_list_options_no_files_and_the_same_figures(
     )
     report = json.loads(capsys.readouterr().out)
     assert "files" not in report and not production["out"].exists()
-    assert report["wranglers"] == [sink_address(WRANGLER_EMAIL, SINK)]
+    assert report["wranglers"] == [sink_address(WRANGLER_EMAIL, SINK, SINK_KEY)]
     assert report["rows"]["brevets"] == 1
 
 
@@ -363,7 +371,7 @@ def test_a_failure_after_the_files_are_written_removes_them_and_rolls_back(
 
 
 def test_the_copy_cleans_up_after_itself_when_its_scan_refuses(production, monkeypatch):
-    options = Options(SINK, PRODUCTION, STAGING, "")
+    options = Options(SINK, PRODUCTION, STAGING, "", SINK_KEY)
     copy = sanitize_files.RiderListCopy(production["mirror"], production["out"])
     brevet = production["brevet"]
     monkeypatch.setattr(sanitize_files, "sanitize_cell", lambda value, _options: value)
@@ -400,7 +408,10 @@ def test_a_text_cell_stays_text_even_when_it_reads_like_a_formula(
 
     new = event_uuid(app_settings, production["brevet"])
     cell = load_workbook(production["out"] / f"{new}.xlsx").active["H2"]
-    assert (cell.value, cell.data_type) == (f"=ask {sink_address('ada@example.org', SINK)}", "s")
+    assert (cell.value, cell.data_type) == (
+        f"=ask {sink_address('ada@example.org', SINK, SINK_KEY)}",
+        "s",
+    )
 
 
 def test_every_rider_list_format_has_a_sanitizer():
