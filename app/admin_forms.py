@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import colander
 
-from .forms import email_list_validator, email_node, lower, text
+from .forms import EMAIL_MAX, email_list_validator, email_node, lower, text
 from .models.events import BREVET_DISTANCES, REGIONS, default_registration_end
 
 DATE_FORMAT = "%Y-%m-%d"  # what <input type="date"> sends
@@ -276,8 +276,18 @@ def wrangler_schema(new: bool):
 class LoginSchema(colander.MappingSchema):
     """No format check on the email: a failed login says nothing about which field was wrong."""
 
-    email = colander.SchemaNode(colander.String(), preparer=lower, missing_msg="Required")
-    password = colander.SchemaNode(colander.String(), missing_msg="Required")
+    email = colander.SchemaNode(
+        colander.String(),
+        preparer=lower,
+        validator=colander.Length(max=EMAIL_MAX, max_err=f"At most {EMAIL_MAX} characters"),
+        missing_msg="Required",
+    )
+    # No password is longer (see password_node), and argon2 would hash megabytes.
+    password = colander.SchemaNode(
+        colander.String(),
+        validator=colander.Length(max=PASSWORD_MAX, max_err=f"At most {PASSWORD_MAX} characters"),
+        missing_msg="Required",
+    )
 
 
 # What the form page shows, in order: (name, label, input type or choices, required, maxlength).

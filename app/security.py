@@ -1,11 +1,20 @@
-"""Wranglers (club admins) log in with email and password; the session remembers who they are."""
+"""Wranglers (club admins) log in with email and password; the session remembers who they are.
+
+A session is good while its wrangler's session generation is the one it was opened in (logging
+out or changing the password raises it, which ends every session of that wrangler, in any
+browser) and for at most `session.max_lifetime` seconds after logging in, whatever the activity.
+"""
+
+import time
 
 from pyramid.authorization import ACLHelper, Allow, Authenticated
 from pyramid.csrf import new_csrf_token
 
+from .login_throttle import Policy
 from .models import Wrangler
 
 ADMIN = "admin"
+MAX_LIFETIME = 12 * 3600
 
 
 class RootFactory:
@@ -16,11 +25,22 @@ class RootFactory:
 
 
 class SessionSecurityPolicy:
+    def __init__(self, max_lifetime: int = MAX_LIFETIME):
+        self.max_lifetime = max_lifetime
+
     def identity(self, request):
-        wrangler_id = request.session.get("wrangler_id")
-        if wrangler_id is None:
+        session = request.session
+        wrangler_id = session.get("wrangler_id")
+        logged_in_at = session.get("logged_in_at")
+        # Sessions from before generations and lifetimes carry neither: they end too.
+        if wrangler_id is None or not isinstance(logged_in_at, int | float):
             return None
-        return request.db.get(Wrangler, wrangler_id)
+        if time.time() - logged_in_at > self.max_lifetime:
+            return None
+        wrangler = request.db.get(Wrangler, wrangler_id)
+        if wrangler is None or session.get("generation") != wrangler.session_generation:
+            return None
+        return wrangler
 
     def authenticated_userid(self, request):
         wrangler = request.identity
@@ -32,10 +52,12 @@ class SessionSecurityPolicy:
             principals.append(Authenticated)
         return ACLHelper().permits(context, principals, permission)
 
-    def remember(self, request, userid, **kw):
+    def remember(self, request, userid, generation=0, **kw):
         # A new session id on login, so a planted session cannot be carried into the admin.
         request.session.invalidate()
         request.session["wrangler_id"] = userid
+        request.session["generation"] = generation
+        request.session["logged_in_at"] = int(time.time())
         new_csrf_token(request)
         return []
 
@@ -45,5 +67,8 @@ class SessionSecurityPolicy:
 
 
 def includeme(config):
+    max_lifetime = int(config.get_settings().get("session.max_lifetime", MAX_LIFETIME))
     config.set_root_factory(RootFactory)
-    config.set_security_policy(SessionSecurityPolicy())
+    config.set_security_policy(SessionSecurityPolicy(max_lifetime))
+    # Read here so that a bad setting stops the app at start, not at the first login.
+    config.registry["login_throttle_policy"] = Policy.from_settings(config.get_settings())

@@ -1,15 +1,17 @@
 """Wranglers log in and out; the admin home page links to what they manage."""
 
 import functools
+import math
 import secrets
 from urllib.parse import urlsplit
 
 from pyramid.httpexceptions import HTTPFound
+from pyramid.renderers import render_to_response
 from pyramid.security import forget, remember
 from pyramid.view import view_config
 from sqlalchemy import func, select
 
-from .. import forms
+from .. import forms, login_throttle
 from ..admin_forms import LoginSchema
 from ..models import Brevet, Populaire, Wrangler
 from ..security import ADMIN
@@ -39,12 +41,30 @@ def _nobody() -> Wrangler:
     return nobody
 
 
-def authenticate(db, email: str, password: str) -> Wrangler | None:
-    wrangler = db.scalar(select(Wrangler).where(Wrangler.email == email))
+def authenticate(request, email: str, password: str) -> int | None:
+    """The wrangler's id if the password is theirs. Read and verified outside the request's
+    transaction: a POST's transaction holds SQLite's write lock, and every sign-up would wait
+    on argon2."""
+    with request.registry["dbsession_factory"]() as db:
+        wrangler = db.scalar(select(Wrangler).where(Wrangler.email == email))
     if wrangler is None:
-        _nobody().check_password(password)
+        _nobody().verify_password(password)
         return None
-    return wrangler if wrangler.check_password(password) else None
+    return wrangler.id if wrangler.verify_password(password) else None
+
+
+def wait_text(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def too_many_attempts(request, seconds: int):
+    response = render_to_response("429.jinja2", {"wait_text": wait_text(seconds)}, request)
+    response.status_int = 429
+    response.headers["Retry-After"] = str(seconds)
+    return response
 
 
 @view_config(route_name="admin.login", renderer="admin/login.jinja2")
@@ -55,9 +75,19 @@ def login(request):
     if request.method == "POST":
         form = forms.validate(LoginSchema(), request.POST)
         if form.ok:
-            wrangler = authenticate(request.db, form.values["email"], form.values["password"])
-            if wrangler is not None:
-                headers = remember(request, wrangler.id)
+            email, password = form.values["email"], form.values["password"]
+            # The throttle's transactions come before anything touches request.db.
+            keys = login_throttle.keys(request.client_addr, email)
+            wait = login_throttle.take_attempt(request, keys)
+            if wait is not None:
+                return too_many_attempts(request, wait)
+            wrangler_id = authenticate(request, email, password)
+            if wrangler_id is not None:
+                login_throttle.record_success(request, keys)
+                wrangler = request.db.get(Wrangler, wrangler_id)
+                if wrangler.needs_rehash():
+                    wrangler.set_password(password)
+                headers = remember(request, wrangler.id, generation=wrangler.session_generation)
                 request.session.flash(f"Logged in as {wrangler.email}.", "success")
                 return HTTPFound(next_path or request.route_url("admin.home"), headers=headers)
             failed = True
@@ -68,8 +98,10 @@ def login(request):
 
 @view_config(route_name="admin.logout", permission=ADMIN, renderer="admin/logout.jinja2")
 def logout(request):
-    """GET asks, POST logs out: a link or a prefetch must not end a wrangler's session."""
+    """GET asks, POST logs out: a link or a prefetch must not end a wrangler's session. Logging
+    out ends the wrangler's sessions everywhere, not just in this browser."""
     if request.method == "POST":
+        request.identity.end_sessions()
         headers = forget(request)
         request.session.flash("You are logged out.", "info")
         return HTTPFound(request.route_url("home"), headers=headers)

@@ -42,6 +42,7 @@ def wrangler_list(request):
 
 def wrangler_form(request, wrangler):
     new = wrangler is None
+    myself = not new and wrangler.id == request.identity.id
     form = forms.FormResult({}, {}, {"email": wrangler.email} if wrangler else {})
     if request.method == "POST":
         form = forms.validate(admin_forms.wrangler_schema(new), request.POST)
@@ -59,6 +60,11 @@ def wrangler_form(request, wrangler):
             wrangler.email = email
             if form.values["password"]:
                 wrangler.set_password(form.values["password"])
+                # A stolen session must not outlive the password it was opened with; the
+                # wrangler who changed it stays logged in here.
+                wrangler.end_sessions()
+                if myself:
+                    request.session["generation"] = wrangler.session_generation
             request.db.flush()
             request.session.flash(f"Wrangler {email} {'added' if new else 'saved'}.", "success")
             return HTTPFound(request.route_url("admin.wranglers"))

@@ -1,8 +1,12 @@
 """The admin pages' gate: logging in and out, and 403 for everyone else."""
 
 import pytest
+import webtest
+from pyramid.session import JSONSerializer
 from sqlalchemy import select
+from webob.cookies import SignedSerializer
 
+from app import main
 from app.models import Wrangler
 from tests.conftest import WRANGLER_EMAIL, WRANGLER_PASSWORD
 from tests.factories import make_brevet, make_populaire, make_wrangler
@@ -191,4 +195,66 @@ def test_logout_without_csrf_token_is_refused(admin):
 def test_a_deleted_wrangler_is_logged_out(admin, db):
     db.query(Wrangler).filter_by(email=WRANGLER_EMAIL).delete()
     db.commit()
+    admin.get("/admin/", status=403)
+
+
+def another_browser(wsgi_app, email=WRANGLER_EMAIL, password=WRANGLER_PASSWORD):
+    browser = webtest.TestApp(wsgi_app, extra_environ={"HTTP_HOST": "randopony.localhost"})
+    form = browser.get("/admin/login").forms["login"]
+    form["email"], form["password"] = email, password
+    assert form.submit().status_int == 302
+    return browser
+
+
+def test_logout_ends_every_session_of_the_wrangler(admin, wsgi_app):
+    laptop = another_browser(wsgi_app)
+    laptop.get("/admin/", status=200)
+    admin.get("/admin/logout").forms[0].submit(status=302)
+    laptop.get("/admin/", status=403)
+
+
+def test_logging_in_again_after_logout_works(admin, wsgi_app, login):
+    admin.get("/admin/logout").forms[0].submit(status=302)
+    assert login().status_int == 302
+    admin.get("/admin/", status=200)
+
+
+SESSION_COOKIE = "randopony_session"
+
+
+def session_cookie(app_settings):
+    secret = app_settings["session_secret"]
+    return SignedSerializer(secret, "pyramid.session.", "sha512", serializer=JSONSerializer())
+
+
+def move_login_back(browser, app_settings, seconds):
+    """Edit the signed session as if the login had happened `seconds` earlier."""
+    cookie = session_cookie(app_settings)
+    accessed, created, state = cookie.loads(browser.cookies[SESSION_COOKIE].encode())
+    state["logged_in_at"] -= seconds
+    browser.set_cookie(SESSION_COOKIE, cookie.dumps((accessed, created, state)).decode())
+
+
+def test_a_session_ends_twelve_hours_after_login_whatever_the_activity(admin, app_settings):
+    move_login_back(admin, app_settings, 12 * 3600 - 60)
+    admin.get("/admin/", status=200)  # active all along, and still within the 12 hours
+    move_login_back(admin, app_settings, 120)
+    page = admin.get("/admin/", status=403)
+    assert "log in" in page.text
+
+
+def test_the_session_lifetime_is_a_setting(app_settings):
+    app = main({}, **{**app_settings, "session.max_lifetime": "600"})
+    browser = another_browser(app)
+    move_login_back(browser, app_settings, 599)
+    browser.get("/admin/", status=200)
+    move_login_back(browser, app_settings, 2)
+    browser.get("/admin/", status=403)
+
+
+def test_a_session_without_a_login_time_is_not_a_login(admin, app_settings):
+    cookie = session_cookie(app_settings)
+    accessed, created, state = cookie.loads(admin.cookies[SESSION_COOKIE].encode())
+    del state["logged_in_at"]
+    admin.set_cookie(SESSION_COOKIE, cookie.dumps((accessed, created, state)).decode())
     admin.get("/admin/", status=403)

@@ -1,10 +1,11 @@
 """Wranglers add, edit and delete wranglers."""
 
 import pytest
+import webtest
 from sqlalchemy import func, select
 
 from app.models import Wrangler
-from tests.conftest import WRANGLER_EMAIL
+from tests.conftest import WRANGLER_EMAIL, WRANGLER_PASSWORD
 from tests.factories import make_wrangler
 
 
@@ -132,3 +133,54 @@ def test_a_wrangler_cannot_delete_themselves(admin, db, fresh, csrf_token):
     assert "You cannot delete yourself" in response.follow().text
     assert fresh().get(Wrangler, me.id) is not None
     admin.get("/admin/", status=200)
+
+
+def logged_in_browser(wsgi_app, email, password):
+    browser = webtest.TestApp(wsgi_app, extra_environ={"HTTP_HOST": "randopony.localhost"})
+    form = browser.get("/admin/login").forms["login"]
+    form["email"], form["password"] = email, password
+    assert form.submit().status_int == 302
+    return browser
+
+
+def test_a_password_change_ends_every_session_of_that_wrangler(admin, db, wsgi_app):
+    other = make_wrangler(db, email="other@example.com", password="other password")
+    db.commit()
+    theirs = logged_in_browser(wsgi_app, "other@example.com", "other password")
+    theirs.get("/admin/", status=200)
+    form = admin.get(f"/admin/wranglers/{other.id}/edit").forms[0]
+    form["password"] = "a brand new password"
+    form.submit(status=302)
+    theirs.get("/admin/", status=403)
+    admin.get("/admin/", status=200)
+
+
+def test_changing_your_own_password_keeps_this_session_only(admin, db, wsgi_app):
+    me = wrangler(db, WRANGLER_EMAIL)
+    phone = logged_in_browser(wsgi_app, WRANGLER_EMAIL, WRANGLER_PASSWORD)
+    form = admin.get(f"/admin/wranglers/{me.id}/edit").forms[0]
+    form["password"] = "a brand new password"
+    form.submit(status=302)
+    admin.get("/admin/", status=200)
+    phone.get("/admin/", status=403)
+
+
+def test_an_email_change_alone_keeps_the_sessions(admin, db, wsgi_app):
+    other = make_wrangler(db, email="other@example.com", password="other password")
+    db.commit()
+    theirs = logged_in_browser(wsgi_app, "other@example.com", "other password")
+    form = admin.get(f"/admin/wranglers/{other.id}/edit").forms[0]
+    form["email"] = "renamed@example.com"
+    form.submit(status=302)
+    theirs.get("/admin/", status=200)
+
+
+def test_a_too_long_new_password_is_refused_clearly(admin, db, fresh):
+    other = make_wrangler(db, email="other@example.com", password="other password")
+    db.commit()
+    old_hash = other.password_hash
+    form = admin.get(f"/admin/wranglers/{other.id}/edit").forms[0]
+    form["password"] = "x" * 1001
+    page = form.submit(status=400)
+    assert "At most 1000 characters" in page.html.find(id="password-error").text
+    assert fresh().get(Wrangler, other.id).password_hash == old_hash
