@@ -1,6 +1,7 @@
 """The hosting panel's XML-RPC API, Webfaction style: `login` first, then the session id first.
 
 Every successful change is pushed into the router's `RoutingTable` before the call returns.
+Each account sees and changes only its own apps and websites (see deploy.panel_store).
 """
 
 from __future__ import annotations
@@ -9,18 +10,21 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import math
 import secrets
 import socket
 import time
 import xmlrpc.client
-from collections import defaultdict, deque
+from dataclasses import dataclass
 
 from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from defusedxml import DefusedXmlException
+from defusedxml.xmlrpc import DefusedExpatParser
 
 from deploy.hosting_api import FaultCode
-from deploy.panel_store import APP_TYPES, PanelError, PanelStore
+from deploy.panel_store import APP_TYPES, PanelError, PanelStore, short
 from deploy.routing_table import RoutingTable
 
 log = logging.getLogger("deploy.panel")
@@ -31,34 +35,91 @@ _DUMMY_HASH = PasswordHasher().hash("not a real password")
 _client = contextvars.ContextVar("client", default="?")
 
 
+# A whole XML-RPC call to this panel is a few kilobytes; the cap keeps parsing short, since
+# the panel shares its event loop with the router.
+MAX_REQUEST = 1024 * 1024
+# Argon2 hashes whatever it is given: the cap keeps one login from costing more than a guess.
+MAX_PASSWORD = 1024
+MAX_USERNAME = 256
+
+
+@dataclass
+class _Attempts:
+    count: int
+    last: float
+
+
 class LoginThrottle:
-    """Refuses logins for a username or a client after too many failures in a window."""
+    """Exponential backoff on failed logins, per key (a username, a client address).
 
-    def __init__(self, max_failures: int = 5, window: float = 60.0):
+    The first `max_failures` failures are free; from then on each one doubles the wait before
+    the next attempt, from `first_wait` up to `longest_wait`. The cap is what a stranger who
+    knows the maintainer's username can impose on the maintainer; the doubling is what makes
+    guessing slow. An attempt counts as a failure from the moment it is taken (before the
+    password is verified), so parallel guesses are all counted before any is verified; a
+    success gives the username a clean record and the client its attempt back.
+    """
+
+    def __init__(
+        self,
+        max_failures: int = 5,
+        first_wait: float = 10.0,
+        longest_wait: float = 300.0,
+        forget_after: float = 600.0,
+        clock=time.monotonic,
+    ):
         self.max_failures = max_failures
-        self.window = window
-        self._failures: dict[str, deque] = defaultdict(deque)
+        self.first_wait = first_wait
+        self.longest_wait = longest_wait
+        self.forget_after = forget_after
+        self.clock = clock
+        self._attempts: dict[str, _Attempts] = {}
 
-    def retry_after(self, *keys: str) -> float:
-        now = time.monotonic()
-        wait = 0.0
+    def take(self, *keys: str) -> None:
+        """Count an attempt for every key, or raise RATE_LIMITED (counting nothing)."""
+        now = self.clock()
+        self._forget_old(now)
+        wait = max(self._remaining(key, now) for key in keys)
+        if wait > 0:
+            raise PanelError(
+                FaultCode.RATE_LIMITED,
+                f"too many failed logins; try again in {math.ceil(wait)} s",
+            )
         for key in keys:
-            failures = self._failures.get(key)
-            if not failures:
-                continue
-            while failures and failures[0] <= now - self.window:
-                failures.popleft()
-            if len(failures) >= self.max_failures:
-                wait = max(wait, failures[0] + self.window - now)
-        return wait
+            attempts = self._attempts.setdefault(key, _Attempts(0, now))
+            attempts.count += 1
+            attempts.last = now
 
-    def failed(self, *keys: str) -> None:
-        now = time.monotonic()
-        for key in keys:
-            self._failures[key].append(now)
+    def succeeded(self, username_key: str, *other_keys: str) -> None:
+        self._attempts.pop(username_key, None)
+        for key in other_keys:
+            attempts = self._attempts.get(key)
+            if attempts is not None:
+                attempts.count -= 1
+                if attempts.count <= 0:
+                    del self._attempts[key]
 
-    def succeeded(self, username_key: str) -> None:
-        self._failures.pop(username_key, None)
+    def _wait(self, count: int) -> float:
+        if count < self.max_failures:
+            return 0.0
+        doublings = min(count - self.max_failures, 32)
+        return min(self.longest_wait, self.first_wait * 2**doublings)
+
+    def _remaining(self, key: str, now: float) -> float:
+        attempts = self._attempts.get(key)
+        if attempts is None:
+            return 0.0
+        return attempts.last + self._wait(attempts.count) - now
+
+    def _forget_old(self, now: float) -> None:
+        # Quiet keys are forgotten, so guessing random usernames cannot grow this for ever.
+        stale = [
+            key
+            for key, attempts in self._attempts.items()
+            if now - attempts.last > self._wait(attempts.count) + self.forget_after
+        ]
+        for key in stale:
+            del self._attempts[key]
 
 
 class Panel:
@@ -76,6 +137,9 @@ class Panel:
         self.session_ttl = session_ttl
         self.throttle = throttle or LoginThrottle()
         self._sessions: dict[str, tuple[str, float]] = {}
+        # Website -> the account that holds its writes, so only that account releases them,
+        # even after the website is gone.
+        self._holders: dict[str, str] = {}
         self.methods = {
             "login": self.login,
             "list_ips": self.list_ips,
@@ -97,13 +161,22 @@ class Panel:
         table.replace(store.routes())
 
     async def handle(self, request: web.Request) -> web.Response:
+        body = await _read_body(request)
+        if body is None:
+            return _fault(
+                FaultCode.INVALID, f"the request body is larger than {MAX_REQUEST} bytes; refused"
+            )
         try:
-            params, method = xmlrpc.client.loads(await request.read())
+            params, method = _parse_call(body)
+        except DefusedXmlException:
+            return _fault(FaultCode.INVALID, "XML with a DOCTYPE or entities is refused")
         except Exception:
+            return _fault(FaultCode.INVALID, "the request body is not an XML-RPC call")
+        if not isinstance(method, str):
             return _fault(FaultCode.INVALID, "the request body is not an XML-RPC call")
         function = self.methods.get(method)
         if function is None:
-            return _fault(FaultCode.UNKNOWN_METHOD, f"unknown method {method!r}")
+            return _fault(FaultCode.UNKNOWN_METHOD, f"unknown method {short(method)}")
         try:
             inspect.signature(function).bind(*params)
         except TypeError:
@@ -130,20 +203,21 @@ class Panel:
     async def login(self, username, password, machine=None, version=None):
         if not isinstance(username, str) or not isinstance(password, str):
             raise PanelError(FaultCode.INVALID, "login takes a username and a password (strings)")
-        keys = (f"user:{username}", f"client:{_client.get()}")
-        wait = self.throttle.retry_after(*keys)
-        if wait > 0:
+        if len(username) > MAX_USERNAME or len(password) > MAX_PASSWORD:
             raise PanelError(
-                FaultCode.RATE_LIMITED,
-                f"too many failed logins; try again in {int(wait) + 1} s",
+                FaultCode.INVALID,
+                f"a username has at most {MAX_USERNAME} characters, "
+                f"a password at most {MAX_PASSWORD}",
             )
+        keys = (f"user:{username}", f"client:{_client.get()}")
+        # Taken before the (awaited) verify, so parallel guesses cannot all get past the limit.
+        self.throttle.take(*keys)
         stored = self.store.password_hash(username)
         ok = await asyncio.to_thread(_verify, stored or _DUMMY_HASH, password)
         if not ok or stored is None:
-            self.throttle.failed(*keys)
-            log.warning("failed login for %r from %s", username, _client.get())
+            log.warning("failed login for %s from %s", short(username), _client.get())
             raise PanelError(FaultCode.LOGIN_FAILED, "login failed: wrong username or password")
-        self.throttle.succeeded(keys[0])
+        self.throttle.succeeded(*keys)
         session_id = secrets.token_hex(16)
         self._sessions[session_id] = (username, time.monotonic() + self.session_ttl)
         log.info("%s logged in from %s", username, _client.get())
@@ -176,38 +250,34 @@ class Panel:
         ]
 
     def list_apps(self, session_id):
-        self._check_session(session_id)
-        return self.store.list_apps()
+        return self.store.list_apps(self._check_session(session_id))
 
     def create_app(self, session_id, name, type, autostart, extra_info, open_port):
-        self._check_session(session_id)
-        return self.store.create_app(name, type, autostart, extra_info, open_port)
+        owner = self._check_session(session_id)
+        return self.store.create_app(owner, name, type, autostart, extra_info, open_port)
 
     def delete_app(self, session_id, name):
-        self._check_session(session_id)
-        app = self.store.delete_app(name)
+        app = self.store.delete_app(self._check_session(session_id), name)
         self._publish()
         return app
 
     def list_websites(self, session_id):
-        self._check_session(session_id)
-        return self.store.list_websites()
+        return self.store.list_websites(self._check_session(session_id))
 
     def create_website(self, session_id, name, ip, https, subdomains, *site_apps):
-        self._check_session(session_id)
-        site = self.store.create_website(name, ip, https, subdomains, site_apps)
+        owner = self._check_session(session_id)
+        site = self.store.create_website(owner, name, ip, https, subdomains, site_apps)
         self._publish()
         return site
 
     def update_website(self, session_id, name, ip, https, subdomains, *site_apps):
-        self._check_session(session_id)
-        site = self.store.update_website(name, ip, https, subdomains, site_apps)
+        owner = self._check_session(session_id)
+        site = self.store.update_website(owner, name, ip, https, subdomains, site_apps)
         self._publish()
         return site
 
     def delete_website(self, session_id, name, ip):
-        self._check_session(session_id)
-        site = self.store.delete_website(name, ip)
+        site = self.store.delete_website(self._check_session(session_id), name, ip)
         self._publish()
         return site
 
@@ -216,13 +286,14 @@ class Panel:
     async def hold_writes(self, session_id, website, seconds=300.0):
         """Hold new writes, then answer once the writes already under way have finished, so the
         caller may copy the database knowing nothing more will be written to it."""
-        self._check_session(session_id)
-        self.store.get_website(website)
+        owner = self._check_session(session_id)
+        self.store.get_website(owner, website)
         if not isinstance(seconds, int | float) or not 0 < seconds <= 3600:
             raise PanelError(FaultCode.INVALID, "seconds must be a number between 0 and 3600")
         domains = self.table.hold(website, float(seconds))
         if not domains:
             raise PanelError(FaultCode.INVALID, f"website {website!r} has no domains to hold")
+        self._holders[website] = owner
         log.info("holding writes to %s for %s", website, ", ".join(domains))
         if not await self.table.until(lambda: not self.table.writes_in_flight(domains), seconds):
             self.table.release(website)
@@ -235,15 +306,17 @@ class Panel:
         """Answer once no request routed to the app is under way (or the timeout passed);
         returns how many still are (0: idle). For stopping an old release without cutting off
         a request."""
-        self._check_session(session_id)
-        port = self.store.get_app(name)["port"]
+        port = self.store.get_app(self._check_session(session_id), name)["port"]
         if not isinstance(timeout, int | float) or not 0 <= timeout <= 3600:
             raise PanelError(FaultCode.INVALID, "timeout must be a number between 0 and 3600")
         await self.table.until(lambda: not self.table.in_flight(port), float(timeout))
         return self.table.in_flight(port)
 
     def release_writes(self, session_id, website):
-        self._check_session(session_id)
+        owner = self._check_session(session_id)
+        if not isinstance(website, str) or self._holders.get(website) != owner:
+            self.store.get_website(owner, website)
+        self._holders.pop(website, None)
         domains = self.table.release(website)
         log.info("released writes to %s: %s", website, ", ".join(domains) or "none held")
         return domains
@@ -251,15 +324,17 @@ class Panel:
     def held_requests(self, session_id, name):
         """How many requests wait at the router for a website's domains (held writes), or for
         one domain (held writes, or a domain moving between websites)."""
-        self._check_session(session_id)
+        owner = self._check_session(session_id)
         if isinstance(name, str) and "." in name:
-            return self.table.waiting([name.lower()])
-        self.store.get_website(name)
+            domain = name.lower()
+            if self.store.domain_owner(domain) != owner:
+                raise PanelError(FaultCode.NOT_FOUND, f"no website or domain named {short(name)}")
+            return self.table.waiting([domain])
+        self.store.get_website(owner, name)
         return self.table.waiting(self.table.domains_of(name))
 
     async def app_answers(self, session_id, name):
-        self._check_session(session_id)
-        port = self.store.get_app(name)["port"]
+        port = self.store.get_app(self._check_session(session_id), name)["port"]
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2.0)
         except (OSError, TimeoutError):
@@ -279,6 +354,28 @@ def _verify(hash_: str, password: str) -> bool:
         return PasswordHasher().verify(hash_, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+async def _read_body(request: web.Request) -> bytes | None:
+    """The whole body, or None past MAX_REQUEST (left unread when its length says so)."""
+    if request.content_length is not None and request.content_length > MAX_REQUEST:
+        return None
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > MAX_REQUEST:
+            return None
+    return bytes(body)
+
+
+def _parse_call(body: bytes) -> tuple[tuple, str | None]:
+    """xmlrpc.client.loads, with a parser that refuses a DOCTYPE before expanding anything
+    (a kilobyte of nested entities expands to gigabytes)."""
+    unmarshaller = xmlrpc.client.Unmarshaller()
+    parser = DefusedExpatParser(unmarshaller, forbid_dtd=True)
+    parser.feed(body)
+    parser.close()
+    return unmarshaller.close(), unmarshaller.getmethodname()
 
 
 def _describe(function) -> str:

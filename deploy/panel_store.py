@@ -2,12 +2,21 @@
 
 Every change is validated in full before anything is written, and written in one transaction,
 so bad input raises a `PanelError` and leaves the state as it was.
+
+Apps and websites belong to the account that created them (their `owner`). A domain belongs to
+the account whose website first served it, and stays that account's when it is detached (between
+the two calls that move it from one website to another, say), so no other account can take it.
+Names are one namespace for the whole host (an app's name is its directory), but an account sees
+and touches only its own: another account's app or website is answered exactly like one that
+does not exist.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import reprlib
 import socket
 import sqlite3
 from dataclasses import dataclass
@@ -38,7 +47,8 @@ CREATE TABLE IF NOT EXISTS apps (
     autostart INTEGER NOT NULL,
     extra_info TEXT NOT NULL,
     open_port INTEGER NOT NULL,
-    port INTEGER NOT NULL UNIQUE
+    port INTEGER NOT NULL UNIQUE,
+    owner TEXT
 );
 CREATE TABLE IF NOT EXISTS websites (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -46,7 +56,12 @@ CREATE TABLE IF NOT EXISTS websites (
     ip TEXT NOT NULL,
     https INTEGER NOT NULL,
     subdomains TEXT NOT NULL,
-    website_apps TEXT NOT NULL
+    website_apps TEXT NOT NULL,
+    owner TEXT
+);
+CREATE TABLE IF NOT EXISTS domains (
+    name TEXT PRIMARY KEY,
+    owner TEXT
 );
 """
 
@@ -84,10 +99,46 @@ class PanelStore:
         self.db = sqlite3.connect(db_path, isolation_level=None, timeout=10)
         self.db.row_factory = sqlite3.Row
         self.db.executescript(SCHEMA)
+        self._migrate()
         self.hasher = PasswordHasher()
 
     def close(self) -> None:
         self.db.close()
+
+    def _migrate(self) -> None:
+        """Adopt a store from before accounts owned anything: add the owner columns, and give
+        what nobody owns to the first account."""
+        # IMMEDIATE: set-password may open the store while the host is opening it.
+        with self._transaction():
+            for table in ("apps", "websites"):
+                columns = {row["name"] for row in self.db.execute(f"PRAGMA table_info({table})")}
+                if "owner" not in columns:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT")
+            for site in self.db.execute("SELECT subdomains, owner FROM websites").fetchall():
+                self._claim(site["owner"], json.loads(site["subdomains"]))
+            self._adopt_unowned()
+
+    def _adopt_unowned(self) -> None:
+        # The oldest account (rowid order) is the one that ran the host before accounts owned.
+        first = "(SELECT username FROM accounts ORDER BY rowid LIMIT 1)"
+        for table in ("apps", "websites", "domains"):
+            self.db.execute(f"UPDATE {table} SET owner = {first} WHERE owner IS NULL")
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _claim(self, owner: str | None, domains: list[str]) -> None:
+        self.db.executemany(
+            "INSERT OR IGNORE INTO domains (name, owner) VALUES (?, ?)",
+            [(domain, owner) for domain in domains],
+        )
 
     # accounts
 
@@ -104,6 +155,8 @@ class PanelStore:
             "ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash",
             (username, self.hasher.hash(password)),
         )
+        # Rows adopted from an old store while it had no account yet.
+        self._adopt_unowned()
 
     def password_hash(self, username: str) -> str | None:
         row = self.db.execute(
@@ -116,24 +169,30 @@ class PanelStore:
 
     # apps
 
-    def list_apps(self) -> list[dict]:
-        rows = self.db.execute("SELECT * FROM apps ORDER BY name").fetchall()
+    def list_apps(self, owner: str | None = None) -> list[dict]:
+        """The owner's apps, or every account's (None, for the router)."""
+        rows = self.db.execute(
+            "SELECT * FROM apps WHERE ? IS NULL OR owner = ? ORDER BY name", (owner, owner)
+        ).fetchall()
         return [_app_dict(row) for row in rows]
 
-    def get_app(self, name: str) -> dict:
-        row = self.db.execute("SELECT * FROM apps WHERE name = ?", (name,)).fetchone()
+    def get_app(self, owner: str, name) -> dict:
+        row = self.db.execute(
+            "SELECT * FROM apps WHERE name = ? AND owner = ?", (_text(name), owner)
+        ).fetchone()
         if row is None:
-            raise PanelError(FaultCode.NOT_FOUND, f"no app named {name!r}")
+            raise PanelError(FaultCode.NOT_FOUND, f"no app named {short(name)}")
         return _app_dict(row)
 
     def create_app(
-        self, name: str, type_: str, autostart: bool, extra_info: str, open_port: bool
+        self, owner: str, name: str, type_: str, autostart: bool, extra_info: str, open_port: bool
     ) -> dict:
         _check_name("app", name)
         if type_ not in APP_TYPES:
             raise PanelError(
                 FaultCode.INVALID,
-                f"unknown app type {type_!r}; this host offers: {', '.join(sorted(APP_TYPES))}",
+                f"unknown app type {short(type_)}; "
+                f"this host offers: {', '.join(sorted(APP_TYPES))}",
             )
         autostart = _check_bool("autostart", autostart)
         open_port = _check_bool("open_port", open_port)
@@ -144,15 +203,15 @@ class PanelStore:
         port = self._free_port()
         (self.webapps_dir / name).mkdir(parents=True, exist_ok=True)
         self.db.execute(
-            "INSERT INTO apps (name, type, autostart, extra_info, open_port, port) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (name, type_, autostart, extra_info, open_port, port),
+            "INSERT INTO apps (name, type, autostart, extra_info, open_port, port, owner) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (name, type_, autostart, extra_info, open_port, port, owner),
         )
-        return self.get_app(name)
+        return self.get_app(owner, name)
 
-    def delete_app(self, name: str) -> dict:
-        app = self.get_app(name)
-        users = [site["name"] for site in self.list_websites() if _uses_app(site, name)]
+    def delete_app(self, owner: str, name) -> dict:
+        app = self.get_app(owner, name)
+        users = [site["name"] for site in self.list_websites(owner) if _uses_app(site, name)]
         if users:
             raise PanelError(
                 FaultCode.IN_USE,
@@ -178,56 +237,71 @@ class PanelStore:
 
     # websites
 
-    def list_websites(self) -> list[dict]:
-        rows = self.db.execute("SELECT * FROM websites ORDER BY name").fetchall()
+    def list_websites(self, owner: str | None = None) -> list[dict]:
+        """The owner's websites, or every account's (None, for the router)."""
+        rows = self.db.execute(
+            "SELECT * FROM websites WHERE ? IS NULL OR owner = ? ORDER BY name", (owner, owner)
+        ).fetchall()
         return [_website_dict(row) for row in rows]
 
-    def get_website(self, name: str) -> dict:
-        row = self.db.execute("SELECT * FROM websites WHERE name = ?", (name,)).fetchone()
+    def get_website(self, owner: str, name) -> dict:
+        row = self.db.execute(
+            "SELECT * FROM websites WHERE name = ? AND owner = ?", (_text(name), owner)
+        ).fetchone()
         if row is None:
-            raise PanelError(FaultCode.NOT_FOUND, f"no website named {name!r}")
+            raise PanelError(FaultCode.NOT_FOUND, f"no website named {short(name)}")
         return _website_dict(row)
 
     def create_website(
-        self, name: str, ip: str, https: bool, subdomains: list, site_apps: tuple
+        self, owner: str, name: str, ip: str, https: bool, subdomains: list, site_apps: tuple
     ) -> dict:
         _check_name("website", name)
         if self.db.execute("SELECT 1 FROM websites WHERE name = ?", (name,)).fetchone():
             raise PanelError(FaultCode.CONFLICT, f"a website named {name!r} already exists")
-        values = self._check_website(name, ip, https, subdomains, site_apps)
-        self.db.execute(
-            "INSERT INTO websites (name, ip, https, subdomains, website_apps) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (name, *values),
-        )
-        return self.get_website(name)
+        values = self._check_website(owner, name, ip, https, subdomains, site_apps)
+        with self._transaction():
+            self.db.execute(
+                "INSERT INTO websites (name, ip, https, subdomains, website_apps, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (name, *values, owner),
+            )
+            self._claim(owner, json.loads(values[2]))
+        return self.get_website(owner, name)
 
     def update_website(
-        self, name: str, ip: str, https: bool, subdomains: list, site_apps: tuple
+        self, owner: str, name: str, ip: str, https: bool, subdomains: list, site_apps: tuple
     ) -> dict:
-        self.get_website(name)
-        values = self._check_website(name, ip, https, subdomains, site_apps)
-        self.db.execute(
-            "UPDATE websites SET ip = ?, https = ?, subdomains = ?, website_apps = ? "
-            "WHERE name = ?",
-            (*values, name),
-        )
-        return self.get_website(name)
+        self.get_website(owner, name)
+        values = self._check_website(owner, name, ip, https, subdomains, site_apps)
+        with self._transaction():
+            self.db.execute(
+                "UPDATE websites SET ip = ?, https = ?, subdomains = ?, website_apps = ? "
+                "WHERE name = ?",
+                (*values, name),
+            )
+            self._claim(owner, json.loads(values[2]))
+        return self.get_website(owner, name)
 
-    def delete_website(self, name: str, ip: str) -> dict:
-        site = self.get_website(name)
+    def delete_website(self, owner: str, name, ip) -> dict:
+        site = self.get_website(owner, name)
         if site["ip"] != ip:
             raise PanelError(
-                FaultCode.NOT_FOUND, f"website {name!r} is on {site['ip']}, not on {ip!r}"
+                FaultCode.NOT_FOUND, f"website {name!r} is on {site['ip']}, not on {short(ip)}"
             )
         self.db.execute("DELETE FROM websites WHERE name = ?", (name,))
         return site
 
-    def _check_website(self, name, ip, https, subdomains, site_apps) -> tuple:
-        if ip not in self.ips:
+    def domain_owner(self, domain) -> str | None:
+        row = self.db.execute(
+            "SELECT owner FROM domains WHERE name = ?", (_text(domain),)
+        ).fetchone()
+        return row["owner"] if row else None
+
+    def _check_website(self, owner, name, ip, https, subdomains, site_apps) -> tuple:
+        if not isinstance(ip, str) or ip not in self.ips:
             raise PanelError(
                 FaultCode.INVALID,
-                f"unknown ip {ip!r}; this host serves websites on: {', '.join(self.ips)}",
+                f"unknown ip {short(ip)}; this host serves websites on: {', '.join(self.ips)}",
             )
         if _check_bool("https", https):
             raise PanelError(
@@ -240,7 +314,12 @@ class PanelStore:
         domains = [_check_domain(domain) for domain in subdomains]
         if len(set(domains)) != len(domains):
             raise PanelError(FaultCode.INVALID, "a domain is listed twice in subdomains")
-        for other in self.list_websites():
+        for domain in domains:
+            if self.domain_owner(domain) not in (None, owner):
+                raise PanelError(
+                    FaultCode.CONFLICT, f"domain {domain!r} belongs to another account"
+                )
+        for other in self.list_websites(owner):
             if other["name"] == name:
                 continue
             for domain in domains:
@@ -253,18 +332,22 @@ class PanelStore:
         for site_app in site_apps:
             if not isinstance(site_app, list | tuple) or len(site_app) != 2:
                 raise PanelError(
-                    FaultCode.INVALID, f"each site app must be [app_name, path], not {site_app!r}"
+                    FaultCode.INVALID,
+                    f"each site app must be [app_name, path], not {short(site_app)}",
                 )
             app, path = site_app
             if not isinstance(app, str) or not isinstance(path, str):
-                raise PanelError(FaultCode.INVALID, f"site app {site_app!r} must be two strings")
-            self.get_app(app)
+                raise PanelError(
+                    FaultCode.INVALID, f"site app {short(site_app)} must be two strings"
+                )
+            self.get_app(owner, app)
             if not path.startswith("/"):
                 raise PanelError(
-                    FaultCode.INVALID, f"path {path!r} for app {app!r} must be absolute (start /)"
+                    FaultCode.INVALID,
+                    f"path {short(path)} for app {app!r} must be absolute (start /)",
                 )
             if not PATH_RE.fullmatch(path) or "/./" in path + "/" or "/../" in path + "/":
-                raise PanelError(FaultCode.INVALID, f"path {path!r} is not a plain URL path")
+                raise PanelError(FaultCode.INVALID, f"path {short(path)} is not a plain URL path")
             path = path.rstrip("/") or "/"
             if path in [mounted for _, mounted in mounts]:
                 raise PanelError(FaultCode.INVALID, f"path {path!r} is used twice in {name!r}")
@@ -286,6 +369,21 @@ class PanelStore:
             for domain in site["subdomains"]:
                 table[domain] = SiteRoute(site["name"], mounts)
         return table
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 80, 80
+
+
+def short(value) -> str:
+    """A value for a fault message: a caller's argument may be megabytes, or nested too deep
+    for repr()."""
+    return _SHORT.repr(value)
+
+
+def _text(value) -> str | None:
+    # Only a string can name anything; anything else is looked up as a name nothing has.
+    return value if isinstance(value, str) else None
 
 
 def _app_dict(row: sqlite3.Row) -> dict:
@@ -319,7 +417,7 @@ def _check_name(kind: str, name) -> None:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise PanelError(
             FaultCode.INVALID,
-            f"invalid {kind} name {name!r}: use a lowercase letter, then lowercase letters, "
+            f"invalid {kind} name {short(name)}: use a lowercase letter, then lowercase letters, "
             "digits or _ (at most 64)",
         )
 
@@ -328,16 +426,16 @@ def _check_bool(field: str, value) -> bool:
     # XML-RPC clients send booleans, but some send 0/1 integers.
     if isinstance(value, bool) or value in (0, 1):
         return bool(value)
-    raise PanelError(FaultCode.INVALID, f"{field} must be a boolean, not {value!r}")
+    raise PanelError(FaultCode.INVALID, f"{field} must be a boolean, not {short(value)}")
 
 
 def _check_domain(domain) -> str:
     if not isinstance(domain, str):
-        raise PanelError(FaultCode.INVALID, f"domain {domain!r} must be a string")
+        raise PanelError(FaultCode.INVALID, f"domain {short(domain)} must be a string")
     name = domain.lower().removesuffix(".")
     labels = name.split(".")
     if len(name) > 253 or not all(LABEL_RE.fullmatch(label) for label in labels):
-        raise PanelError(FaultCode.INVALID, f"invalid domain name {domain!r}")
+        raise PanelError(FaultCode.INVALID, f"invalid domain name {short(domain)}")
     return name
 
 

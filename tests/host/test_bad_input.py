@@ -136,3 +136,41 @@ def test_a_body_that_is_not_xml_rpc(shared_host):
     fault = xmlrpc.client.loads
     with pytest.raises(xmlrpc.client.Fault, match="not an XML-RPC call"):
         fault(answer.content)
+
+
+def fault_of(answer) -> xmlrpc.client.Fault:
+    assert answer.status_code == 200, answer.text
+    with pytest.raises(xmlrpc.client.Fault) as refused:
+        xmlrpc.client.loads(answer.content)
+    return refused.value
+
+
+def test_xml_with_a_doctype_is_refused_before_any_entity_is_expanded(shared_host):
+    session = shared_host.api().session_id
+    # The call without its XML declaration, naming its app through an entity.
+    call = xmlrpc.client.dumps((session, "&name;"), "create_app").replace("&amp;", "&")
+    call = call.split("?>", 1)[1]
+    small = '<!DOCTYPE methodCall [<!ENTITY name "doctype_app">]>' + call
+    fault = fault_of(requests.post(shared_host.panel_url, data=small, timeout=5))
+    assert (fault.faultCode, fault.faultString) == (
+        FaultCode.INVALID,
+        "XML with a DOCTYPE or entities is refused",
+    )
+    # The amplification that made a 1 MiB call grow to hundreds of megabytes, cut short.
+    laughs = "".join(f'<!ENTITY l{n} "{f"&l{n - 1};" * 10}">' for n in range(1, 10))
+    bomb = f'<!DOCTYPE m [<!ENTITY l0 "lol">{laughs}]>' + call.replace("&name;", "&l9;")
+    fault = fault_of(requests.post(shared_host.panel_url, data=bomb, timeout=5))
+    assert fault.faultString == "XML with a DOCTYPE or entities is refused"
+    assert "doctype_app" not in [app.name for app in shared_host.api().list_apps()]
+
+
+def test_a_body_over_one_mebibyte_is_refused(shared_host):
+    session = shared_host.api().session_id
+    big = xmlrpc.client.dumps(
+        (session, "big_app", "custom_app_with_port", False, "x" * 1024 * 1024, False), "create_app"
+    )
+    for body in (big.encode(), iter([big.encode()])):  # with a length, and chunked without one
+        fault = fault_of(requests.post(shared_host.panel_url, data=body, timeout=5))
+        assert fault.faultCode == FaultCode.INVALID
+        assert fault.faultString == "the request body is larger than 1048576 bytes; refused"
+    assert "big_app" not in [app.name for app in shared_host.api().list_apps()]
