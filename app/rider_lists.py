@@ -66,13 +66,13 @@ def as_text_for_csv(value):
 
 
 def write_atomically(path: Path, write) -> None:
-    """Readers see the old file or the new one, never half of one."""
+    """Readers see the old file or the new one, never half of one. The file stays 0600, as
+    mkstemp makes it: it holds riders' addresses, and only the app (its owner) serves it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

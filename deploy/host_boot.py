@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy import host_paths, layout
+from deploy import host_paths, layout, supervisor
 
 # The releases that serve a domain; a rollback target or a bad release stays stopped.
 SERVING_ROLES = ("production", "staging")
@@ -68,15 +67,10 @@ def runtime(release: Release, *command: str) -> subprocess.CompletedProcess:
     """The release's own runtime, in its own virtualenv, with a plain environment: nothing of
     whoever started the host reaches the release's processes."""
     python = release.directory / layout.ENV / "bin" / "python"
-    environment = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", str(release.directory)),
-        "LANG": "C.UTF-8",
-    }
     return subprocess.run(
         [str(python), "-m", "deploy.release_runtime", str(release.directory), *command],
         cwd=release.directory,
-        env=environment,
+        env=supervisor.plain_environment(),
         capture_output=True,
         text=True,
         check=False,

@@ -110,6 +110,7 @@ def host_up(
         folder.mkdir(parents=True, exist_ok=True)
         host_paths.host_logs(root).mkdir(parents=True, exist_ok=True)
         conf_path.write_text(conf)
+        conf_path.chmod(0o600)
         (folder / "host.json").write_text(json.dumps(_config_json(config)))
         try:
             supervisor.start(conf_path, socket_path, timeout)
@@ -254,6 +255,8 @@ logfile={value(folder / "supervisord.log")}
 pidfile={value(folder / "supervisord.pid")}
 childlogdir={value(folder)}
 directory={value(host_paths.CHECKOUT)}
+; its programs create files for their owner alone (databases, rider lists, logs)
+umask=077
 identifier=randopony-host
 
 [rpcinterface:supervisor]

@@ -113,6 +113,10 @@ class Host(Protocol):
     def close(self) -> None: ...
 
 
+# Commands run on a host create files for their owner alone: databases, rider lists and logs
+# hold riders' personal data.
+PRIVATE_UMASK = 0o077
+
 RSYNC_OPTIONS = ("--archive", "--delete", "--links", "--human-readable", "--info=stats1,progress2")
 
 
@@ -143,6 +147,7 @@ class LocalHost:
                     argv,
                     cwd=self._checked(cwd) if cwd else None,
                     env=full_env,
+                    umask=PRIVATE_UMASK,
                     capture_output=True,
                     text=True,
                     timeout=timeout,
@@ -247,7 +252,13 @@ def run_local_echoing(argv, cwd, env, timeout, echo) -> Result:
     """Run a command showing its output as it comes (progress of rsync, installs), keeping it
     for the error message. The timeout is a deadline for the whole command."""
     process = subprocess.Popen(
-        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        argv,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        umask=PRIVATE_UMASK,
     )
     timer = None
     if timeout:

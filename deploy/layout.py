@@ -77,6 +77,12 @@ def release_env_file(root: PurePosixPath) -> PurePosixPath:
     return deploy_dir(root) / "release.env"
 
 
+def role_env_file(root: PurePosixPath, role: str) -> PurePosixPath:
+    """KEY=VALUE lines for one role's release only, after release.env's: where secrets go (the
+    production SMTP password), so staging and production share none; optional."""
+    return deploy_dir(root) / f"{role}.env"
+
+
 # Inside a release directory.
 ENV = "env"
 SRC = "src"

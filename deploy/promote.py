@@ -149,8 +149,7 @@ def prepare_release(p: Promotion) -> None:
         p.host.remove(p.new_dir / name)
     set_role(p.host, p.new_dir, p.new, "production", site_url(p.target, p.host, "production"))
     _set_website_domains(p, p.new, [])
-    if p.old:
-        carry_session_secret(p)
+    production_session_secret(p)
 
 
 def set_role(host: Host, directory: PurePosixPath, release: str, role: str, url: str) -> None:
@@ -167,10 +166,11 @@ def set_role(host: Host, directory: PurePosixPath, release: str, role: str, url:
         ini,
         int(info["port"]),
         release,
-        {**read_release_env(host), "RANDOPONY_SITE_URL": url},
+        {**read_release_env(host, role), "RANDOPONY_SITE_URL": url},
         processes=release_runtime.app_processes(info),
     )
-    host.write_text(directory / layout.SUPERVISORD_CONF, conf)
+    # 0600: its environment= lines carry release.env's values (an SMTP password).
+    host.write_text(directory / layout.SUPERVISORD_CONF, conf, mode=0o600)
     info["role"] = role
     host.write_text(directory / layout.RELEASE_JSON, json.dumps(info, indent=2) + "\n")
 
@@ -186,15 +186,25 @@ def _set_website_domains(p: Promotion, release: str, domains: list[str]) -> None
     )
 
 
-def carry_session_secret(p: Promotion) -> None:
-    """Production's session secret goes forward: a rider who opened a form on the old release
-    and sends it to the new one must not find the form expired (a new secret would void the
-    session and its CSRF token)."""
-    old = _credentials(p.host.read_text(p.old_dir / layout.CREDENTIALS))
+def production_session_secret(p: Promotion) -> None:
+    """Production's session secret, never staging's: a staging cookie must not log in on
+    production. It goes forward from the old production, so a rider who opened a form on the
+    old release and sends it to the new one does not find the form expired (a new secret would
+    void the session and its CSRF token); the first production gets a new one. Staging's own
+    secret stays aside with its other files, for an undo."""
+    from app.settings import new_credentials
+
     new = _credentials(p.host.read_text(p.new_dir / layout.CREDENTIALS))
-    if not old.get("session_secret") or old.get("session_secret") == new.get("session_secret"):
+    old = _credentials(p.host.read_text(p.old_dir / layout.CREDENTIALS)) if p.old else {}
+    staging = _credentials(p.host.read_text(p.new_dir / ASIDE / layout.CREDENTIALS))
+    secret = old.get("session_secret")
+    if not secret:
+        if new.get("session_secret") not in (None, "", staging.get("session_secret")):
+            return  # already production's own (a resumed promotion)
+        secret = new_credentials()["session_secret"]
+    if new.get("session_secret") == secret:
         return
-    new["session_secret"] = old["session_secret"]
+    new["session_secret"] = secret
     text = "[credentials]\n" + "".join(f"{key} = {value}\n" for key, value in new.items())
     p.host.write_text(p.new_dir / layout.CREDENTIALS, text, mode=0o400)
 

@@ -93,6 +93,8 @@ logfile={v(logs["supervisord"])}
 pidfile={v(release_dir / "supervisord.pid")}
 childlogdir={v(release_dir)}
 directory={v(release_dir)}
+; its programs create files for their owner alone (databases, rider lists, logs)
+umask=077
 identifier=randopony-{v(release)}
 
 [rpcinterface:supervisor]
@@ -151,7 +153,9 @@ def start_supervisor(release_dir: Path, app_only: bool = False) -> str:
         raise supervisor.SupervisorError(f"{conf} is missing: run install_app first")
     started = supervisor.start(conf, sock)
     if started:
-        started_conf(release_dir).write_text(conf.read_text())
+        copy = started_conf(release_dir)
+        copy.write_text(conf.read_text())
+        copy.chmod(0o600)  # as secret as the config it copies
     wait_running(release_dir, APP)
     now_started = [APP] if started else []
     if not app_only and supervisor.start_program(sock, CELERY):

@@ -12,6 +12,7 @@ exists), closed by close().
 from __future__ import annotations
 
 import getpass
+import io
 import re
 import secrets
 import select
@@ -217,32 +218,53 @@ class SSHHost:
     def _checked(self, path) -> PurePosixPath:
         return check_under_root(self.root, path)
 
-    def _command(self, argv: Sequence[str], cwd, env) -> str:
+    def _command(self, argv: Sequence[str], cwd, env) -> tuple[str, str | None]:
+        """The remote shell's command line, and what goes to its stdin. Environment values go
+        through stdin, never the command line: the remote `sh -c` line is in every user's `ps`
+        (a wrangler password once was)."""
         if not argv:
             raise HostError("no command given")
         command = shlex.join(argv)
+        stdin = None
         if env:
-            assignments = []
+            reads, values = [], []
             for name, value in env.items():
                 if not _ENV_NAME.fullmatch(name):
                     raise HostError(f"{name!r} is not a valid environment variable name")
-                assignments.append(f"{name}={shlex.quote(str(value))}")
-            command = " ".join([*assignments, command])
+                value = str(value)
+                if "\0" in value:
+                    raise HostError(f"the value of {name} has a NUL in it")
+                # Exactly its bytes (dd reads one at a time, never the next value's), any
+                # line breaks included; the "." keeps $( ) from dropping trailing ones.
+                size = len(value.encode())
+                reads.append(
+                    f"{name}=$(dd bs=1 count={size} 2>/dev/null; echo .) && "
+                    f"{name}=${{{name}%.}} && export {name}"
+                )
+                values.append(value)
+            command = " && ".join([*reads, f"exec {command} </dev/null"])
+            stdin = "".join(values)
         if cwd is not None:
             command = f"cd {shlex.quote(str(self._checked(cwd)))} && {command}"
-        return command
+        return command, stdin
 
     def run(self, argv, *, cwd=None, env=None, check=True, timeout=None, echo=None) -> Result:
         argv = [str(a) for a in argv]
-        command = self._command(argv, cwd, env)
-        result = self._execute(command, argv, timeout=timeout, echo=echo)
+        command, stdin = self._command(argv, cwd, env)
+        result = self._execute(command, argv, timeout=timeout, echo=echo, stdin=stdin)
         if check and result.returncode != 0:
             raise command_error(argv, result)
         return result
 
-    def _execute(self, command: str, shown: Sequence[str], *, timeout=None, echo=None) -> Result:
+    def _execute(
+        self, command: str, shown: Sequence[str], *, timeout=None, echo=None, stdin=None
+    ) -> Result:
         connection = self._connect()
-        options = {"warn": True, "in_stream": False, "timeout": timeout}
+        # Under umask 077 the databases, rider lists and logs a command creates are its
+        # owner's alone.
+        command = f"umask 077 && {command}"
+        in_stream = io.StringIO(stdin) if stdin is not None else False
+        options = {"warn": True, "in_stream": in_stream, "echo_stdin": False, "timeout": timeout}
         writer = _LineWriter(echo) if echo else None
         if writer:
             options.update(hide=False, out_stream=writer, err_stream=writer)

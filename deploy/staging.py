@@ -222,12 +222,15 @@ def install_app(target: Target, host: Host, journal) -> None:
         # The release's own code too (only what changed is compiled again).
         host.run([str(env_python), "-m", "compileall", "-q", str(src / "app"), str(src / "deploy")])
         install_credentials(target, host, directory)
+        # Files an older release machinery left readable by others (0644 databases and rider
+        # lists) become the owner's alone, as everything made from now on is (umask 077).
+        host.run(["chmod", "-R", "go-rwx", "--", str(directory)])
         ini = layout.ini_name("staging")
         host.symlink(f"{layout.SRC}/{ini}", directory / ini)
         host.symlink(f"{layout.SRC}/alembic", directory / "alembic")
         write_bin_scripts(host, directory)
         environment = {
-            **read_release_env(host),
+            **read_release_env(host, "staging"),
             "RANDOPONY_SITE_URL": site_url(target, host, "staging"),
         }
         info["runtime"] = release_runtime.RUNTIME
@@ -239,7 +242,8 @@ def install_app(target: Target, host: Host, journal) -> None:
             environment,
             processes=release_runtime.app_processes(info),
         )
-        host.write_text(directory / layout.SUPERVISORD_CONF, conf)
+        # 0600: its environment= lines carry release.env's values (an SMTP password).
+        host.write_text(directory / layout.SUPERVISORD_CONF, conf, mode=0o600)
         info.update(
             installed_at=records.now(), installed_by=records.who(), revision=code_revision(target)
         )
@@ -280,17 +284,15 @@ def _install_progress(target: Target):
 
 
 def install_credentials(target: Target, host: Host, directory: PurePosixPath) -> None:
-    """The checkout's private_credentials if it has one, else a new one made on first install;
-    always mode 0400, and never printed."""
+    """The release's own private_credentials (a session secret of its own), made on its first
+    install and kept after; always mode 0400, and never printed. A checkout's private_credentials
+    (a developer's, made by initialize_RandoPony_db) is never copied: every release holding the
+    same secret let a staging cookie log in on production. Mail credentials come from the
+    host's release.env files."""
     from app.settings import new_credentials
 
     path = directory / layout.CREDENTIALS
-    local = target.checkout / "private_credentials"
-    if local.exists():
-        content = local.read_text()
-        if host.read_text(path) != content:
-            host.write_text(path, content, mode=0o400)
-    elif not host.exists(path):
+    if not host.exists(path):
         values = new_credentials()
         text = "[credentials]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
         host.write_text(path, text, mode=0o400)
@@ -311,12 +313,22 @@ def write_bin_scripts(host: Host, directory: PurePosixPath) -> None:
         host.write_text(directory / layout.BIN / name, "#!/bin/sh\nset -e\n" + body, mode=0o755)
 
 
-def read_release_env(host: Host) -> dict[str, str]:
-    text = host.read_text(layout.release_env_file(host.root)) or ""
-    pairs = (
-        line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#")
-    )
-    return {key.strip(): value.strip() for key, value in pairs}
+def read_release_env(host: Host, role: str) -> dict[str, str]:
+    """release.env's values, then the role's own (production.env or staging.env). Both files
+    are made readable by their owner only, as they may hold passwords."""
+    values = {}
+    for path in (layout.release_env_file(host.root), layout.role_env_file(host.root, role)):
+        text = host.read_text(path)
+        if text is None:
+            continue
+        host.chmod(path, 0o600)
+        pairs = (
+            line.split("=", 1)
+            for line in text.splitlines()
+            if "=" in line and not line.startswith("#")
+        )
+        values.update({key.strip(): value.strip() for key, value in pairs})
+    return values
 
 
 def code_revision(target: Target) -> str:

@@ -3,6 +3,7 @@ stop its programs (waiting until they are really up or gone), shut it down, ask 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -59,6 +60,20 @@ def wait(ready, timeout: float, what: str) -> None:
     raise SupervisorError(f"gave up after {timeout:.0f} s waiting for {what}")
 
 
+# What a supervisord and its programs inherit from whoever starts them; their own settings
+# come from their config's environment= lines.
+INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "TMPDIR")
+
+
+def plain_environment() -> dict[str, str]:
+    """The environment of a supervisord: nothing of the maintainer's session (the panel
+    password, the wrangler password, tokens) reaches the apps, workers and host processes."""
+    environment = {name: os.environ[name] for name in INHERITED if name in os.environ}
+    environment.setdefault("PATH", "/usr/bin:/bin")
+    environment.setdefault("LANG", "C.UTF-8")
+    return environment
+
+
 def start(conf_path: Path, socket_path: Path, timeout: float = 30) -> bool:
     """Start supervisord with this config unless it already runs; returns whether it started."""
     if answers(socket_path):
@@ -69,6 +84,7 @@ def start(conf_path: Path, socket_path: Path, timeout: float = 30) -> bool:
         capture_output=True,
         text=True,
         check=False,
+        env=plain_environment(),
     )
     if started.returncode != 0:
         raise SupervisorError(

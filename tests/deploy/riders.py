@@ -49,6 +49,18 @@ class Rider:
             allow_redirects=False,
         )
 
+    def log_in(self, email, password):
+        """A wrangler's login at /admin/login; the session cookie stays in this browser."""
+        form = self.get("/admin/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+        return self.browser.post(
+            self.host.url("/admin/login"),
+            headers=self.headers,
+            data={"csrf_token": token, "email": email, "password": password},
+            timeout=60,
+            allow_redirects=False,
+        )
+
 
 class LoopingClient(threading.Thread):
     """GETs and (unless reads_only) sign-up POSTs in a loop until stopped; counts every

@@ -111,6 +111,26 @@ def test_run_in_a_folder_with_an_environment(host, root, tmp_path):
     assert markers(tmp_path) == []
 
 
+def test_ssh_run_keeps_environment_values_off_the_command_line(ssh_host):
+    """The remote shell's command line is in every user's `ps`: a wrangler password passed
+    in the environment once was. Values go through the command's stdin instead."""
+    secret = "wrangler pw 'ü'\nsecond line\n"
+    command, stdin = ssh_host._command(["printenv", "PONY_SECRET"], None, {"PONY_SECRET": secret})
+    assert "wrangler pw" not in command and "second line" not in command
+    assert stdin is not None and "wrangler pw" in stdin
+    result = ssh_host.run(
+        ["sh", "-c", 'printf %s "$PONY_SECRET"; printf %s "$OTHER"'],
+        env={"PONY_SECRET": secret, "OTHER": "/after"},
+    )
+    assert result.stdout == secret + "/after"
+
+
+def test_commands_create_files_for_their_owner_alone(host, root):
+    host.run(["sh", "-c", "echo riders > data.csv; mkdir lists"], cwd=host.path())
+    assert stat.S_IMODE((root / "data.csv").stat().st_mode) == 0o600
+    assert stat.S_IMODE((root / "lists").stat().st_mode) == 0o700
+
+
 def test_run_raises_with_the_output_when_asked_to_check(host):
     script = "echo to stdout; echo to stderr >&2; exit 3"
     with pytest.raises(HostError) as raised:

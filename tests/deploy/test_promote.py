@@ -9,16 +9,19 @@ killed and resumed; a failing migration and a release failing its health check, 
 spot. Production serves all along, no registration is lost, organizers' rider lists go along
 with the data, and every run is measured against its plan."""
 
+import configparser
 import itertools
 import json
 import os
 import re
 import sqlite3
+import stat
 from types import SimpleNamespace
 
 import pytest
 
 from deploy import file_mirror, promote, supervisor
+from tests.deploy.conftest import WRANGLER_PASSWORD
 from tests.deploy.migrations import migration
 from tests.deploy.riders import (
     STAGING,
@@ -109,6 +112,23 @@ def serving(host, domain=None):
     answer = rider.get("/up")
     assert answer.status_code == 200, answer.text[:300]
     return answer.json()["release"]
+
+
+def session_secret(host, release):
+    credentials = host.root / "webapps" / f"randopony{release}" / "private_credentials"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o400
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(credentials.read_text())
+    return parser["credentials"]["session_secret"]
+
+
+def role_secret(host, release):
+    """PONY_ROLE_SECRET as the release's supervisord.conf (0600) hands it to its programs."""
+    conf = host.root / "webapps" / f"randopony{release}" / "supervisord.conf"
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+    found = set(re.findall(r'PONY_ROLE_SECRET="([^"]*)"', conf.read_text()))
+    assert len(found) == 1, found
+    return found.pop()
 
 
 def crash(host, *args, at, **env):
@@ -216,7 +236,27 @@ def test_second_promotion_under_load_loses_nothing(production):
 
     (production.checkout / "alembic/versions/0005_test_emergency_phone.py").write_text(MIGRATION)
     r2 = dict(RANDOPONY_STAGING_RELEASE="2026r2", RANDOPONY_PRODUCTION_RELEASE="2026r1")
-    production.fab("init_staging", **r2)
+    # A developer's checkout holds a private_credentials of its own (initialize_RandoPony_db
+    # makes one): no release may take its session secret.
+    # Each role's own env file reaches only that role's release (secrets live there).
+    for role in ("staging", "production"):
+        (production.root / "deploy" / f"{role}.env").write_text(f"PONY_ROLE_SECRET={role}-only\n")
+    developer_credentials = production.checkout / "private_credentials"
+    developer_credentials.write_text("[credentials]\nsession_secret = the-developers-own\n")
+    try:
+        production.fab("init_staging", **r2)
+    finally:
+        developer_credentials.unlink()
+    assert role_secret(production, "2026r2") == "staging-only"
+    production_secret = session_secret(production, "2026r1")
+    assert session_secret(production, "2026r2") not in (production_secret, "the-developers-own")
+    # A wrangler logged in on staging is not logged in on production with staging's cookie.
+    wrangler = Rider(production, STAGING)
+    assert wrangler.log_in("wrangler@example.com", WRANGLER_PASSWORD).status_code == 302
+    assert wrangler.get("/admin/").status_code == 200
+    on_production = Rider(production)
+    on_production.browser.cookies.update(wrangler.browser.cookies)
+    assert on_production.get("/admin/").status_code != 200
 
     # An organizer's list, and the lists the worker wrote for the sign-ups so far.
     rider_lists(production, "2026r1").mkdir(exist_ok=True)
@@ -261,6 +301,9 @@ def test_second_promotion_under_load_loses_nothing(production):
         columns = [row[1] for row in db.execute("PRAGMA table_info(brevet_riders)")]
         assert "emergency_phone" in columns
     assert Rider(production).get("/up").json()["release"] == "2026r2"
+    # Production's session secret went forward (open forms stay valid); staging's did not.
+    assert session_secret(production, "2026r2") == production_secret
+    assert role_secret(production, "2026r2") == "production-only"
     assert not supervisor.answers(production.root / R1 / "supervisor.sock")  # old release stopped
     history = [
         json.loads(line)

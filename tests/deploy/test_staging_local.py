@@ -105,6 +105,36 @@ def test_credentials_are_owner_read_only_and_never_logged(staging):
             )
 
 
+def test_riders_data_and_secrets_are_the_owners_alone(staging):
+    """Databases, rider lists, logs and the supervisord.conf (release.env's values are in it)
+    are readable by their owner only; the app and the worker inherit nothing of the
+    maintainer's environment (the panel and wrangler passwords were in it)."""
+    release = staging.root / RELEASE_DIR
+    private = [
+        release / "supervisord.conf",
+        release / "supervisord.conf.started",
+        *release.glob("*.sqlite*"),
+        *release.glob("*.log"),
+        *(release / "rider_lists").glob("*"),
+    ]
+    assert any(path.suffix == ".sqlite" for path in private) and len(private) > 5, private
+    shared = [p for p in private if stat.S_IMODE(p.stat().st_mode) & 0o077]
+    assert shared == [], [(str(p), oct(p.stat().st_mode)) for p in shared]
+
+    assert staging.env["RANDOPONY_HOSTING_PASSWORD"]  # the maintainer's fab had it
+    programs = supervisor.programs(release / "supervisor.sock")
+    pids = [program.pid for program in programs if program.pid]
+    assert len(pids) >= 2, programs
+    for pid in pids:
+        names = {
+            entry.split(b"=", 1)[0].decode()
+            for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            if entry
+        }
+        assert not names & {"RANDOPONY_HOSTING_PASSWORD", "RANDOPONY_WRANGLER_PASSWORD"}, names
+        assert "RANDOPONY_SITE_URL" in names  # its own settings still reach it
+
+
 def test_deploy_staging_of_a_changed_template_shows_the_change(staging):
     template = staging.checkout / "app/templates/home.jinja2"
     template.write_text(
