@@ -82,6 +82,9 @@ def load(settings: dict) -> dict:
             f"site.url must be http(s)://domain[:port], lower case, not {site_url!r}"
         )
     settings["site.url"] = site_url
+    # A site served over https (its front end says so with X-Forwarded-Proto, which waitress
+    # trusts from the router only) sends its session cookie over https only.
+    settings.setdefault("session.secure_cookie", str(site_url.startswith("https://")).lower())
     settings.setdefault("timezone", "Canada/Pacific")
     if not settings.get("session_secret"):
         if settings["production_deployment"]:

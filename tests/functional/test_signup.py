@@ -451,3 +451,27 @@ def test_mailed_links_use_the_sites_address_never_the_requests_host(wsgi_app, db
         assert "evil.example" not in email.body
     assert f"http://randopony.localhost{brevet_url}" in notification.body
     assert "http://randopony.localhost/brevets/" in notification.body
+
+
+def test_a_site_behind_https_sends_secure_cookies_and_https_links(app_settings, db, brevet_url):
+    """Behind a TLS front end (site.url https://, and X-Forwarded-Proto from the router that
+    waitress trusts), the session cookie is Secure and mailed links are https://."""
+    app = main({}, **{**app_settings, "site.url": "https://randopony.example.org"})
+    browser = webtest.TestApp(
+        app, extra_environ={"HTTP_HOST": "randopony.example.org", "wsgi.url_scheme": "https"}
+    )
+    form = fill(entry_form(browser, brevet_url), bike_type="single")
+    answer = form.submit(status=302)
+    cookies = [v for k, v in answer.headerlist if k == "Set-Cookie"]
+    assert cookies and all("; secure" in c.lower() for c in cookies), cookies
+    assert answer.headers["Location"].startswith("https://randopony.example.org/")
+    confirmation, notification = outbox(db)
+    assert f"https://randopony.example.org{brevet_url}" in notification.body
+    assert "http://randopony" not in notification.body + confirmation.body
+
+
+def test_a_site_over_plain_http_keeps_cookies_usable(testapp, brevet_url):
+    # Secure cookies over http would never come back: the sign-up form would always expire.
+    answer = fill(entry_form(testapp, brevet_url), bike_type="single").submit(status=302)
+    cookies = [v for k, v in answer.headerlist if k == "Set-Cookie"]
+    assert cookies and not any("; secure" in c.lower() for c in cookies), cookies
