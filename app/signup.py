@@ -43,8 +43,11 @@ def ask_membership_first(request) -> None:
     """Ask the club about the names a sign-up POST carries before the request opens its
     database transaction: a write request holds SQLite's write lock for its whole transaction,
     and every other sign-up would wait on the club's service. register() uses the answer."""
-    first = request.POST.get("first_name", "").strip()
-    last = request.POST.get("last_name", "").strip()
+    first, last = request.POST.get("first_name", ""), request.POST.get("last_name", "")
+    # A name sent as a file is not a str: the form will refuse it.
+    if not isinstance(first, str) or not isinstance(last, str):
+        return
+    first, last = first.strip(), last.strip()
     if not first or not last:
         return  # the form will say what is missing
     with request.registry["dbsession_factory"]() as db:
