@@ -76,8 +76,10 @@ def login(request):
         form = forms.validate(LoginSchema(), request.POST)
         if form.ok:
             email, password = form.values["email"], form.values["password"]
-            # The throttle's transactions come before anything touches request.db.
-            keys = login_throttle.keys(request.client_addr, email)
+            # The throttle's transactions come before anything touches request.db. The address
+            # is REMOTE_ADDR, which waitress takes from the trusted router; client_addr would
+            # believe any X-Forwarded-For a client sends.
+            keys = login_throttle.keys(request.remote_addr, email)
             wait = login_throttle.take_attempt(request, keys)
             if wait is not None:
                 return too_many_attempts(request, wait)

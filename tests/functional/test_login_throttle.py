@@ -177,3 +177,16 @@ def test_parallel_guesses_cannot_all_get_through(app_settings):
     finally:
         server.close()
     assert sorted(answers) == [(200, True)] * FREE + [(429, False)] * (guesses - FREE)
+
+
+def test_a_made_up_forwarded_for_does_not_give_a_fresh_client(wsgi_app, fresh):
+    """waitress puts the address the trusted router forwarded in REMOTE_ADDR; a client's own
+    X-Forwarded-For must not count as another client."""
+    app = browser(wsgi_app)
+    for i in range(FREE):
+        token = CSRF.search(app.get("/admin/login").text).group(1)
+        form = {"csrf_token": token, "email": f"guess{i}@example.com", "password": "wrong"}
+        app.post("/admin/login", form, headers={"X-Forwarded-For": f"10.0.0.{i}"})
+    client, _ = login_throttle.keys("192.0.2.1", "")
+    assert rows(fresh)[client].failures == FREE
+    assert try_login(app, email="another@example.com").status_int == 429
