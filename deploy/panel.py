@@ -297,6 +297,7 @@ class Panel:
         log.info("holding writes to %s for %s", website, ", ".join(domains))
         if not await self.table.until(lambda: not self.table.writes_in_flight(domains), seconds):
             self.table.release(website)
+            self._holders.pop(website, None)
             raise PanelError(
                 FaultCode.CONFLICT, f"writes to {website} did not finish; hold released"
             )
