@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import ipaddress
 import logging
+import re
 import signal
 import sys
 from dataclasses import dataclass
@@ -25,7 +27,13 @@ from deploy import host_paths
 from deploy.host_paths import DEFAULT_PANEL, DEFAULT_ROUTER
 from deploy.panel import LoginThrottle, Panel
 from deploy.panel_store import PanelError, PanelStore
-from deploy.router import MAX_BODY, Router
+from deploy.router import (
+    BODY_TIMEOUT,
+    HEADER_TIMEOUT,
+    MAX_BODY,
+    MAX_CLIENT_CONNECTIONS,
+    Router,
+)
 from deploy.routing_table import RoutingTable
 
 log = logging.getLogger("deploy.hosting")
@@ -38,9 +46,13 @@ class HostSettings:
     root: Path
     panel: tuple[str, int] = DEFAULT_PANEL
     router: tuple[str, int] = DEFAULT_ROUTER
-    wait_limit: float = 10.0
+    wait_limit: float = 30.0
     retry_window: float = 10.0
     max_body: int = MAX_BODY
+    header_timeout: float = HEADER_TIMEOUT
+    body_timeout: float = BODY_TIMEOUT
+    max_client_connections: int = MAX_CLIENT_CONNECTIONS
+    trusted_front_ends: frozenset = frozenset()
     session_ttl: float = 3600.0
     max_login_failures: int = 5
     app_ports: range = DEFAULT_APP_PORTS
@@ -70,6 +82,10 @@ async def serve(settings: HostSettings, stop: asyncio.Event) -> None:
         host_paths.frontend_logs(settings.root),
         retry_window=settings.retry_window,
         max_body=settings.max_body,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_client_connections=settings.max_client_connections,
+        trusted_front_ends=settings.trusted_front_ends,
     )
     await router.start()
 
@@ -79,7 +95,7 @@ async def serve(settings: HostSettings, stop: asyncio.Event) -> None:
     panel_runner = web.AppRunner(panel_app, access_log=None)
     # The low-level server: no URL dispatch on the hot path, and no aiohttp access log
     # (the router writes its own, per website).
-    router_runner = web.ServerRunner(web.Server(router.handle, access_log=None), shutdown_timeout=5)
+    router_runner = web.ServerRunner(router.make_server(), shutdown_timeout=5)
     await panel_runner.setup()
     await router_runner.setup()
     try:
@@ -109,6 +125,25 @@ def _address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _seconds(text: str) -> float:
+    if not re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})?", text) or float(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, not {text!r}")
+    return float(text)
+
+
+def _count(text: str) -> int:
+    if not re.fullmatch(r"[1-9][0-9]{0,5}", text):
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1, not {text!r}")
+    return int(text)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an IP address, not {text!r}") from None
+
+
 def _port_range(text: str) -> range:
     first, _, last = text.partition("-")
     if not (first.isdigit() and last.isdigit() and 1024 <= int(first) <= int(last) <= 65535):
@@ -127,10 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--router", type=_address, default=DEFAULT_ROUTER, metavar="HOST:PORT")
     run.add_argument(
         "--wait-limit",
-        type=float,
-        default=10.0,
+        type=_seconds,
+        default=30.0,
         metavar="SECONDS",
-        help="how long requests wait for a moving domain or held writes",
+        help="how long requests wait for a moving domain (then 404) or held writes (then 503)",
     )
     run.add_argument(
         "--retry-window",
@@ -145,6 +180,35 @@ def main(argv: list[str] | None = None) -> int:
         default=MAX_BODY,
         metavar="BYTES",
         help="the largest request body passed on to an app; larger ones get 413",
+    )
+    run.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=HEADER_TIMEOUT,
+        metavar="SECONDS",
+        help="how long a connection may take to send a whole request head (and stay idle)",
+    )
+    run.add_argument(
+        "--body-timeout",
+        type=_seconds,
+        default=BODY_TIMEOUT,
+        metavar="SECONDS",
+        help="how long a client may take to send a whole request body; slower ones get 408",
+    )
+    run.add_argument(
+        "--max-client-connections",
+        type=_count,
+        default=MAX_CLIENT_CONNECTIONS,
+        metavar="N",
+        help="open connections to the router per client address; more are refused (503)",
+    )
+    run.add_argument(
+        "--trusted-front-end",
+        type=_ip,
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="a proxy whose X-Forwarded-Proto (http or https) is passed on (repeatable)",
     )
     run.add_argument("--session-ttl", type=float, default=3600.0, metavar="SECONDS")
     run.add_argument(
@@ -175,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         wait_limit=args.wait_limit,
         retry_window=args.retry_window,
         max_body=args.max_body,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_client_connections=args.max_client_connections,
+        trusted_front_ends=frozenset(args.trusted_front_end),
         session_ttl=args.session_ttl,
         max_login_failures=args.max_login_failures,
         app_ports=args.app_ports,

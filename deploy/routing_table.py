@@ -6,7 +6,9 @@ promotion holds writes while it copies the database:
 - a domain detached from its website within the last `wait_limit` seconds is *moving*: requests
   for it wait until some website attaches it again (or the limit passes, then 404);
 - a domain under a write hold makes POST, PUT, PATCH and DELETE requests wait until the hold is
-  released (or the limit passes, then 503), while reads go on.
+  released (or the limit passes, then 503), while reads go on. A waiting write whose client has
+  gone stops waiting and is never sent on: nobody would see its answer, and a write the rider
+  believes failed must not be stored behind their back.
 
 Waiters re-resolve the domain when they wake, so they go to wherever it points by then.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from deploy.panel_store import Mount, SiteRoute
@@ -41,6 +44,10 @@ class NotRouted(Exception):
         self.website = website
 
 
+class ClientGone(Exception):
+    """The client of a waiting request closed its connection."""
+
+
 @dataclass
 class _Hold:
     website: str
@@ -48,7 +55,7 @@ class _Hold:
 
 
 class RoutingTable:
-    def __init__(self, wait_limit: float = 10.0):
+    def __init__(self, wait_limit: float = 30.0):
         self.wait_limit = wait_limit
         self._routes: dict[str, SiteRoute] = {}
         self._moving: dict[str, float] = {}
@@ -135,9 +142,17 @@ class RoutingTable:
     def lookup(self, host: str) -> SiteRoute | None:
         return self._routes.get(host)
 
-    async def resolve(self, host: str, method: str, raw_path: str) -> Resolved:
-        """Route a request, waiting while its domain moves or its writes are held."""
+    async def resolve(
+        self,
+        host: str,
+        method: str,
+        raw_path: str,
+        client_gone: Callable[[], asyncio.Event] | None = None,
+    ) -> Resolved:
+        """Route a request, waiting while its domain moves or its writes are held; ClientGone
+        if `client_gone()` (asked only when it waits) is set meanwhile."""
         deadline = None
+        gone = None
         while True:
             now = time.monotonic()
             route = self._routes.get(host)
@@ -167,14 +182,26 @@ class RoutingTable:
             timeout = deadline - now
             if route is not None:
                 timeout = min(timeout, self._holds[host].until - now)
-            event = self._changed
+            if client_gone is not None and gone is None:
+                gone = client_gone()
+            if gone is not None and gone.is_set():
+                raise ClientGone(host)
+            events = (self._changed,) if gone is None else (self._changed, gone)
             self._waiting[host] = self._waiting.get(host, 0) + 1
             try:
-                await asyncio.wait_for(event.wait(), timeout)
-            except TimeoutError:
-                pass
+                await _any_of(events, timeout)
             finally:
                 self._waiting[host] -= 1
+
+
+async def _any_of(events, timeout: float) -> None:
+    """Wait until one of the events is set, or the timeout passes."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def _resolve_path(route: SiteRoute, raw_path: str, host: str) -> Resolved:

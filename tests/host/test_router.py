@@ -352,3 +352,40 @@ def test_the_app_gets_only_the_host_the_router_checked(host, site):
         host.router_url + "/whoami", headers={"Host": "RandoPony.Localhost."}, timeout=20
     ).json()["headers"]
     assert upper["host"] == "randopony.localhost."
+
+
+SPOOFED = {
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Prefix": "/evil",
+    "Forwarded": "for=203.0.113.9;proto=https;host=evil.example",
+    "X-Forwarded-Port": "443",
+    "X-Real-IP": "203.0.113.9",
+}
+
+
+def test_a_clients_own_proxy_headers_are_not_passed_on(host, site):
+    seen = get(host, "/whoami", headers=SPOOFED).json()["headers"]
+    assert seen["x-forwarded-proto"] == "http"  # the router's own scheme
+    for name in ("x-forwarded-prefix", "forwarded", "x-forwarded-port", "x-real-ip"):
+        assert name not in seen, name
+
+
+@pytest.mark.host_args("--trusted-front-end", "127.0.0.1", "--trusted-front-end", "::1")
+def test_a_trusted_front_ends_forwarded_proto_is_passed_on(host, site):
+    def proto(said: str) -> str:
+        headers = {"X-Forwarded-Proto": said}
+        return get(host, "/whoami", headers=headers).json()["headers"]["x-forwarded-proto"]
+
+    assert proto("https") == "https"
+    assert proto("http") == "http"
+    # Anything but exactly http or https is the front end's mistake: the router's own scheme.
+    for said in ("HTTPS", "https, http", "https;", "ftp", ""):
+        assert proto(said) == "http", said
+    seen = get(host, "/whoami", headers=SPOOFED).json()["headers"]
+    assert "x-forwarded-prefix" not in seen and "forwarded" not in seen
+
+
+@pytest.mark.host_args("--trusted-front-end", "192.0.2.1")
+def test_a_forwarded_proto_from_an_untrusted_peer_is_ignored(host, site):
+    seen = get(host, "/whoami", headers={"X-Forwarded-Proto": "https"}).json()["headers"]
+    assert seen["x-forwarded-proto"] == "http"
