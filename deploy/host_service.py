@@ -33,7 +33,7 @@ class HostConfig:
     root: Path
     panel: tuple[str, int] = DEFAULT_PANEL
     router: tuple[str, int] = DEFAULT_ROUTER
-    wait_limit: float = 10.0
+    wait_limit: float = 30.0
     # For a developer's machine: an SMTP sink that keeps every mail the releases send.
     mail_port: int | None = None
     # The ports the panel gives apps ("FIRST-LAST"); None: the panel's default. Two hosts on
@@ -70,7 +70,7 @@ def host_up(
     root: Path | None = None,
     panel_port: int = DEFAULT_PANEL[1],
     router_port: int = DEFAULT_ROUTER[1],
-    wait_limit: float = 10.0,
+    wait_limit: float = 30.0,
     timeout: float = 30.0,
     mail_port: int | None = None,
     app_ports: str | None = None,

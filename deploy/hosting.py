@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "--max-login-failures",
         type=int,
         default=5,
-        help="failed logins per minute before login is refused",
+        help="failed logins per username or client before each further one doubles the wait",
     )
     run.add_argument(
         "--app-ports", type=_port_range, default=DEFAULT_APP_PORTS, metavar="FIRST-LAST"
