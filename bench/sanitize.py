@@ -247,7 +247,8 @@ code_heads()  # read once per process (alembic's imports): not the rows' time
 with engine.begin() as connection:
     started = time.perf_counter()
     # sanitize(), in its two parts, to time the staging password's hash (bcrypt) apart
-    options = S._options("sink.invalid", production, staging, password, b"bench-sink-key-0123456789")
+    key = b"bench-sink-key-0123456789"
+    options = S._options("sink.invalid", production, staging, password, key)
     hashed = time.perf_counter() - started
     cpu = time.process_time()
     counts = S._sanitize(connection, options)
