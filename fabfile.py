@@ -442,10 +442,14 @@ def ps(c):
 
 
 @task
-def host_up(c, root=None, panel_port=8090, router_port=8080):
-    """Start the local host (hosting panel and router) under its supervisord."""
+def host_up(c, root=None, panel_port=8090, router_port=8080, trusted_front_end=""):
+    """Start the local host (hosting panel and router) under its supervisord.
+    --trusted-front-end=ADDRESS[,ADDRESS]: a TLS front end whose X-Forwarded-Proto is believed."""
+    front_ends = tuple(a for a in trusted_front_end.split(",") if a)
     try:
-        status = host_service.host_up(root, int(panel_port), int(router_port))
+        status = host_service.host_up(
+            root, int(panel_port), int(router_port), trusted_front_ends=front_ends
+        )
     except host_service.HostServiceError as error:
         raise Exit(str(error), code=1) from None
     host_service.print_status(status)

@@ -7,6 +7,7 @@ interface on a unix socket under ``<host root>/supervisor/``.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import shlex
 import socket
@@ -39,6 +40,9 @@ class HostConfig:
     # The ports the panel gives apps ("FIRST-LAST"); None: the panel's default. Two hosts on
     # one machine (a developer's and a test's) need ranges of their own.
     app_ports: str | None = None
+    # Addresses of a TLS front end whose X-Forwarded-Proto the router passes on (none: the
+    # router's own scheme, whatever a client says).
+    trusted_front_ends: tuple[str, ...] = ()
 
     @property
     def panel_url(self) -> str:
@@ -74,9 +78,17 @@ def host_up(
     timeout: float = 30.0,
     mail_port: int | None = None,
     app_ports: str | None = None,
+    trusted_front_ends: tuple[str, ...] = (),
 ) -> HostStatus:
     """Start supervisord and the host under it (or keep them running); wait until both answer."""
     root = _root(root)
+    for address in trusted_front_ends:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise HostServiceError(
+                f"trusted front end {address!r} is not an IP address; nothing was changed"
+            ) from None
     config = HostConfig(
         root,
         ("127.0.0.1", panel_port),
@@ -84,6 +96,7 @@ def host_up(
         wait_limit=wait_limit,
         mail_port=mail_port,
         app_ports=app_ports,
+        trusted_front_ends=tuple(trusted_front_ends),
     )
     folder = host_paths.supervisor_dir(root)
     socket_path = folder / "supervisor.sock"
@@ -217,6 +230,7 @@ def read_config(root: Path) -> HostConfig:
         data["wait_limit"],
         data.get("mail_port"),
         data.get("app_ports"),
+        tuple(data.get("trusted_front_ends", ())),
     )
 
 
@@ -237,6 +251,7 @@ def _supervisord_conf(config: HostConfig, socket_path: Path) -> str:
             "--wait-limit",
             str(config.wait_limit),
             *(["--app-ports", config.app_ports] if config.app_ports else []),
+            *(arg for a in config.trusted_front_ends for arg in ("--trusted-front-end", a)),
         ]
     )
 

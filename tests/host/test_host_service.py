@@ -104,3 +104,17 @@ def test_host_up_restarts_a_host_that_runs_older_code(root, monkeypatch):
     monkeypatch.setattr(host_service, "code_fingerprint", lambda: "newer-code")
     again = host_service.host_up(root, **ports)
     assert again.running and again.pid != first.pid
+
+
+def test_host_up_passes_the_trusted_front_ends_to_the_router(root):
+    with pytest.raises(host_service.HostServiceError, match="not an IP address"):
+        host_service.host_up(root, free_port(), free_port(), trusted_front_ends=("proxy; rm",))
+    assert not host_service.host_status(root).supervisord and not root.exists()
+
+    status = host_service.host_up(
+        root, free_port(), free_port(), trusted_front_ends=("127.0.0.1",)
+    )
+    conf = (root / "supervisor" / "supervisord.conf").read_text()
+    assert "--trusted-front-end 127.0.0.1" in conf
+    assert host_service.read_config(root).trusted_front_ends == ("127.0.0.1",)
+    assert status.running
