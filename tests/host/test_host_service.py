@@ -111,9 +111,7 @@ def test_host_up_passes_the_trusted_front_ends_to_the_router(root):
         host_service.host_up(root, free_port(), free_port(), trusted_front_ends=("proxy; rm",))
     assert not host_service.host_status(root).supervisord and not root.exists()
 
-    status = host_service.host_up(
-        root, free_port(), free_port(), trusted_front_ends=("127.0.0.1",)
-    )
+    status = host_service.host_up(root, free_port(), free_port(), trusted_front_ends=("127.0.0.1",))
     conf = (root / "supervisor" / "supervisord.conf").read_text()
     assert "--trusted-front-end 127.0.0.1" in conf
     assert host_service.read_config(root).trusted_front_ends == ("127.0.0.1",)
