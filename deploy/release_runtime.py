@@ -307,6 +307,10 @@ def status(release_dir: Path) -> dict:
     }
 
 
+# Unexpected exits of the app, while waiting for it to answer, that mean it will not.
+KEEPS_EXITING = 4
+
+
 def wait_up(release_dir: Path, timeout: float) -> dict:
     """Poll the app's /up until it reports healthy; the answer is printed either way."""
     info = json.loads((release_dir / layout.RELEASE_JSON).read_text())
@@ -314,10 +318,19 @@ def wait_up(release_dir: Path, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     answer = {"status": "no answer", "url": url}
     sock = paths(release_dir)[1]
+    exits_before = len(app_exits(release_dir))
     while time.monotonic() < deadline:
         if program_state(sock, APP) == "FATAL":
             return dict(
                 answer, status="the app keeps exiting (FATAL)", log=tail(release_dir, APP, 15)
+            )
+        # On a busy machine an app that fails at start can live past startsecs before it
+        # exits: supervisord then restarts it for ever and never says FATAL.
+        if len(app_exits(release_dir)) - exits_before >= KEEPS_EXITING:
+            return dict(
+                answer,
+                status=f"the app keeps exiting ({KEEPS_EXITING} exits while waiting for /up)",
+                log=tail(release_dir, APP, 15),
             )
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
@@ -335,7 +348,13 @@ def wait_up(release_dir: Path, timeout: float) -> dict:
         except (OSError, ValueError) as error:
             answer = {"status": "no answer", "error": str(error), "url": url}
         time.sleep(0.2)
+    if answer.get("http") is None:
+        answer = dict(answer, log=tail(release_dir, APP, 15))
     return answer
+
+
+def app_exits(release_dir: Path) -> list[dict]:
+    return [c for c in crashes(release_dir) if c["process"].split("_")[0] == APP]
 
 
 def tail(release_dir: Path, log: str, lines: int) -> str:

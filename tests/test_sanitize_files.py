@@ -205,7 +205,8 @@ def test_rider_lists_are_renamed_to_the_new_uuids_and_hold_the_databases_sink_ad
             assert all(domain == SINK for domain in EMAIL_LIKE.findall(text)), path.name
             assert not PRODUCTION_HOST.search(text), path.name
             assert brevet.uuid not in text and populaire.uuid not in text
-    assert {oct(path.stat().st_mode & 0o777) for path in out.iterdir()} == {"0o644"}
+    # riders' addresses: readable by the app (their owner) only
+    assert {oct(path.stat().st_mode & 0o777) for path in out.iterdir()} == {"0o600"}
     assert leftovers(app_settings) == []
 
     assert report["files"] == {

@@ -70,3 +70,36 @@ def test_a_release_runs_several_app_processes_on_one_socket_unless_it_predates_t
         processes=1,
     )
     assert "[program:app]" in old and "--port 20001" in old and "fcgi" not in old
+
+
+def test_waiting_for_up_ends_when_the_app_keeps_exiting_without_going_fatal(tmp_path):
+    """On a busy machine an app that fails at start can outlive supervisord's startsecs, so it
+    is restarted for ever and never FATAL: the wait must still end, with the app's log."""
+    import json
+    import socket
+    import threading
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    (tmp_path / "release.json").write_text(json.dumps({"port": port, "release": "2026r9"}))
+    (tmp_path / "pyramid.log").write_text("ModuleNotFoundError: No module named 'no_such_addon'\n")
+    log = tmp_path / "supervisord.log"
+    log.write_text("2026-11-29 01:00:00,000 WARN exited: app_0 (exit status 1; not expected)\n")
+    stop = threading.Event()
+
+    def crashing():
+        while not stop.is_set():
+            with open(log, "a") as f:
+                f.write("2026-11-29 01:00:01,000 WARN exited: app_1 (exit status 1; not expected)\n")
+            stop.wait(0.05)
+
+    writer = threading.Thread(target=crashing, daemon=True)
+    writer.start()
+    try:
+        answer = release_runtime.wait_up(tmp_path, timeout=600)
+    finally:
+        stop.set()
+        writer.join()
+    assert answer["status"].startswith("the app keeps exiting"), answer
+    assert "no_such_addon" in answer["log"]
