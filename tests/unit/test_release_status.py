@@ -87,11 +87,12 @@ def test_waiting_for_up_ends_when_the_app_keeps_exiting_without_going_fatal(tmp_
     log = tmp_path / "supervisord.log"
     log.write_text("2026-11-29 01:00:00,000 WARN exited: app_0 (exit status 1; not expected)\n")
     stop = threading.Event()
+    exit_line = "2026-11-29 01:00:01,000 WARN exited: app_1 (exit status 1; not expected)\n"
 
     def crashing():
         while not stop.is_set():
             with open(log, "a") as f:
-                f.write("2026-11-29 01:00:01,000 WARN exited: app_1 (exit status 1; not expected)\n")
+                f.write(exit_line)
             stop.wait(0.05)
 
     writer = threading.Thread(target=crashing, daemon=True)
