@@ -23,6 +23,14 @@ from deploy import cutover_plan, file_mirror, layout, records, release_runtime
 from deploy.file_mirror import RIDER_LISTS
 from deploy.hosting_api import HostingAPI, HostingError
 from deploy.hosts import Host, HostError
+from deploy.promotion_decision import (
+    RESUME,
+    SHOW,
+    UNDO,
+    check_production,
+    decide_promotion,
+    decide_rollback,
+)
 from deploy.staging import (
     DeployError,
     read_release_env,
@@ -775,7 +783,7 @@ def preflight(target: Target, host: Host, api: HostingAPI) -> tuple[str | None, 
         )
     if old == new:
         raise TargetError(f"{new} is production already")
-    _check_production(target, old)
+    check_production(target.production_release, old)
     new_dir = layout.release_dir(host.root, target.app_name, new)
     if not host.exists(new_dir / layout.ENV / "bin" / "python"):
         raise TargetError(f"{new} is not installed: run init_staging and deploy_staging")
@@ -803,14 +811,6 @@ def preflight(target: Target, host: Host, api: HostingAPI) -> tuple[str | None, 
         if api.website(target.webapp(old)) is None:
             raise TargetError(f"the production website {target.webapp(old)} is not on the panel")
     return old, new
-
-
-def _check_production(target: Target, production: str | None) -> None:
-    if (target.production_release or None) != production:
-        raise TargetError(
-            f"the host's production release is {production or 'none'}, the fabfile expects "
-            f"{target.production_release or 'none'}: set production_release = {production!r}"
-        )
 
 
 def _interrupted(host: Host) -> dict | None:
@@ -858,24 +858,11 @@ def promote(
     try:
         with hosting_session(target, host, password) as api:
             state = _interrupted(host)
-            if plan_only and state:  # a run under way (or interrupted): where it is
+            decision = decide_promotion(state, resume=resume, plan_only=plan_only)
+            if decision.action == SHOW:
                 return {"planned": _echo(target, progress(_saved(target, host, api, state), state))}
-            if state and state.get("kind", "promote") != "promote":
-                raise TargetError(
-                    f"a rollback to {state['new']} was interrupted: finish it with "
-                    "`fab rollback_production --resume`"
-                )
-            if state and not resume:
-                raise TargetError(
-                    f"a promotion of {state['new']} was interrupted after "
-                    f"{state['done'][-1] if state['done'] else 'its start'}: "
-                    "finish it with `fab promote_staging_to_production --resume`, "
-                    "or undo it with `fab rollback_production`"
-                )
-            if resume:
-                if not state:
-                    raise TargetError("there is no interrupted promotion to resume")
-                old, new = state["old"], state["new"]
+            if decision.action == RESUME:
+                old, new = decision.outgoing, decision.incoming
             else:
                 try:
                     old, new = preflight(target, host, api)
@@ -1016,37 +1003,21 @@ def rollback(
         with hosting_session(target, host, password) as api:
             state = _interrupted(host)
             roles = records.read_roles(host)
-            if state is None:
-                _check_production(target, roles.get("production"))
-            elif state.get("kind", "promote") == "promote":
-                # Undoing it: production is what it was before that promotion.
-                _check_production(target, state["old"])
-            if state and state.get("kind") == "rollback":
-                if not resume:
-                    raise TargetError(
-                        f"a rollback to {state['new']} was interrupted: finish it with "
-                        "`fab rollback_production --resume`"
-                    )
+            decision = decide_rollback(state, roles, target.production_release, resume=resume)
+            if decision.action == RESUME:
                 p = _saved(target, host, api, state)
-            elif resume:
-                raise TargetError("there is no interrupted rollback to resume")
-            elif state:  # an interrupted promotion, undone
+            else:
+                # Undoing an interrupted promotion replays its done steps backwards.
+                undo = state.get("done", []) if decision.action == UNDO else None
                 p = Promotion(
                     target,
                     host,
                     api,
-                    state["old"],
-                    state["new"],
+                    decision.incoming,
+                    decision.outgoing,
                     kind="rollback",
-                    undo=state.get("done", []),
+                    undo=undo,
                 )
-            else:
-                current, previous = roles.get("production"), roles.get("previous")
-                if not current or not previous:
-                    raise TargetError("there is no previous production release to roll back to")
-                if previous in roles.get("bad", []):
-                    raise TargetError(f"{previous} is marked bad; it is not a rollback target")
-                p = Promotion(target, host, api, previous, current, kind="rollback")
             _echo(target, plan(p))
             if not yes and not resume and not (confirm and confirm("Roll back now?")):
                 raise TargetError("not confirmed; nothing changed")
