@@ -55,6 +55,7 @@ class HostSettings:
     trusted_front_ends: frozenset = frozenset()
     session_ttl: float = 3600.0
     max_login_failures: int = 5
+    first_login_wait: float = 10.0
     app_ports: range = DEFAULT_APP_PORTS
 
 
@@ -75,7 +76,11 @@ async def serve(settings: HostSettings, stop: asyncio.Event) -> None:
         table,
         home=str(settings.root),
         session_ttl=settings.session_ttl,
-        throttle=LoginThrottle(settings.max_login_failures),
+        throttle=LoginThrottle(
+            settings.max_login_failures,
+            first_wait=settings.first_login_wait,
+            longest_wait=max(settings.first_login_wait, LoginThrottle.LONGEST_WAIT),
+        ),
     )
     router = Router(
         table,
@@ -218,6 +223,13 @@ def main(argv: list[str] | None = None) -> int:
         help="failed logins per username or client before each further one doubles the wait",
     )
     run.add_argument(
+        "--first-login-wait",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="the wait after the free failures, doubled by each further one (up to 5 min)",
+    )
+    run.add_argument(
         "--app-ports", type=_port_range, default=DEFAULT_APP_PORTS, metavar="FIRST-LAST"
     )
     account = commands.add_parser("set-password", help="create an account or change its password")
@@ -245,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         trusted_front_ends=frozenset(args.trusted_front_end),
         session_ttl=args.session_ttl,
         max_login_failures=args.max_login_failures,
+        first_login_wait=args.first_login_wait,
         app_ports=args.app_ports,
     )
     # uvloop's event loop takes a fifth to a third off the router's per-request overhead.

@@ -60,11 +60,13 @@ class LoginThrottle:
     success gives the username a clean record and the client its attempt back.
     """
 
+    LONGEST_WAIT = 300.0
+
     def __init__(
         self,
         max_failures: int = 5,
         first_wait: float = 10.0,
-        longest_wait: float = 300.0,
+        longest_wait: float = LONGEST_WAIT,
         forget_after: float = 600.0,
         clock=time.monotonic,
     ):

@@ -22,7 +22,16 @@ from tests.host.conftest import PASSWORD, USERNAME, free_port, make_host, set_pa
 
 @pytest.fixture
 def strict_host(tmp_path):
-    host = make_host(tmp_path / "host", "--max-login-failures", "3", "--session-ttl", "1")
+    # Blocks of 10 minutes: however slow the machine, none lapses before the next try.
+    host = make_host(
+        tmp_path / "host",
+        "--max-login-failures",
+        "3",
+        "--first-login-wait",
+        "600",
+        "--session-ttl",
+        "1",
+    )
     host.start()
     yield host
     host.stop()
@@ -70,6 +79,8 @@ def test_unreachable_panel_is_its_own_error():
         HostingAPI(f"http://127.0.0.1:{free_port()}/", timeout=2).login(USERNAME, PASSWORD)
 
 
+# The block must outlast the 20 guesses' arrival, however slow the machine.
+@pytest.mark.host_args("--first-login-wait", "600")
 def test_parallel_wrong_logins_are_counted_before_any_is_verified(host):
     # The limit (5 by default) is checked and the attempt counted before the awaited password
     # check: of 20 guesses sent at once, 5 are verified and the other 15 refused unverified.

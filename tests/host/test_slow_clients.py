@@ -87,9 +87,10 @@ def test_a_dribbled_request_head_is_cut_off(host, site):  # noqa: F811
 @pytest.mark.host_args("--body-timeout", "1")
 def test_a_dribbled_body_gets_408_and_never_reaches_the_app(host, site):  # noqa: F811
     with connect(host) as slow:
-        slow.sendall(post_head("/register?id=slow-body", 200) + b"n")
-        # 199 more bytes would complete the body: the router must answer before that.
-        assert dribble_until_answered(slow, most=199), "the router waited for the whole body"
+        slow.sendall(post_head("/register?id=slow-body", 2000) + b"n")
+        # 1,999 more bytes (minutes of dribbling) would complete the body: the router answers
+        # long before that.
+        assert dribble_until_answered(slow, most=1999), "the router waited for the whole body"
         status, headers, body = read_answer(slow)
     assert status == 408, body
     assert headers["connection"] == "close"
@@ -110,11 +111,12 @@ def test_a_slow_body_never_keeps_a_hold_from_answering(host, api, site):  # noqa
         holding_api = host.api()  # a client of its own: an XML-RPC proxy is one call at a time
         held = {}
         holder = threading.Thread(
-            target=lambda: held.update(domains=holding_api.hold_writes("randopony", 60))
+            target=lambda: held.update(domains=holding_api.hold_writes("randopony", 600)),
+            daemon=True,
         )
         holder.start()
-        wait_until(lambda: "domains" in held, "the hold to answer despite a half-sent body", 30)
-        holder.join(60)
+        wait_until(lambda: "domains" in held, "the hold to answer despite a half-sent body")
+        holder.join(120)
         assert held["domains"] == [DOMAIN]
 
         slow.sendall(b"Alex")
@@ -162,12 +164,11 @@ def test_a_held_write_whose_client_left_is_dropped(host, api, site):  # noqa: F8
     wait_until(
         lambda: api.held_requests("randopony") == 0,
         "the router to stop holding a write whose client left",
-        30,
     )
     wait_for_text(host.log, "dropped POST randopony.localhost/register?id=gone")
     api.release_writes("randopony")
     after = requests.post(
-        host.router_url + "/register?id=after", data=b"x", headers={"Host": DOMAIN}, timeout=20
+        host.router_url + "/register?id=after", data=b"x", headers={"Host": DOMAIN}, timeout=60
     )
     assert after.status_code == 200
     assert answered_by_app(site) == {"after": 1}
@@ -196,6 +197,7 @@ def test_a_write_held_past_the_wait_limit_gets_503_with_retry_after(host, api, s
         ("--max-client-connections", "2.5"),
         ("--trusted-front-end", "proxy.example"),
         ("--trusted-front-end", "10.0.0.1/8"),
+        ("--first-login-wait", "0"),
     ],
 )
 def test_bad_router_options_are_refused_clearly(monkeypatch, capsys, tmp_path, option, value):
