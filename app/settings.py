@@ -36,23 +36,30 @@ def as_bool(value) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
-def read_credentials(path: Path) -> dict[str, str]:
+def parse_credentials(text: str | None) -> dict[str, str]:
+    """A credentials file's [credentials] values, as written (the release machinery reads and
+    writes them on a host as text)."""
     parser = configparser.ConfigParser(interpolation=None)
-    parser.read(path)
-    if not parser.has_section("credentials"):
-        return {}
+    parser.read_string(text or "")
+    return dict(parser.items("credentials")) if parser.has_section("credentials") else {}
+
+
+def credentials_text(values: dict[str, str]) -> str:
+    return "[credentials]\n" + "".join(f"{key} = {value}\n" for key, value in values.items())
+
+
+def read_credentials(path: Path) -> dict[str, str]:
     return {
         key.replace("_", ".", 1) if key.startswith("smtp_") else key: value
-        for key, value in parser.items("credentials")
+        for key, value in parse_credentials(path.read_text()).items()
     }
 
 
 def write_credentials(path: Path, values: dict[str, str]) -> None:
     """Create a credentials file readable by its owner only (0400), never overwriting one."""
-    lines = ["[credentials]"] + [f"{key} = {value}" for key, value in values.items()]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
     with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write(credentials_text(values))
 
 
 def new_credentials() -> dict[str, str]:

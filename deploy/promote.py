@@ -12,7 +12,6 @@ with estimates, and during and after a run what is done (deploy/cutover_plan.py)
 
 from __future__ import annotations
 
-import configparser
 import json
 import time
 from collections.abc import Callable
@@ -200,11 +199,11 @@ def production_session_secret(p: Promotion) -> None:
     old release and sends it to the new one does not find the form expired (a new secret would
     void the session and its CSRF token); the first production gets a new one. Staging's own
     secret stays aside with its other files, for an undo."""
-    from app.settings import new_credentials
+    from app.settings import credentials_text, new_credentials, parse_credentials
 
-    new = _credentials(p.host.read_text(p.new_dir / layout.CREDENTIALS))
-    old = _credentials(p.host.read_text(p.old_dir / layout.CREDENTIALS)) if p.old else {}
-    staging = _credentials(p.host.read_text(p.new_dir / ASIDE / layout.CREDENTIALS))
+    new = parse_credentials(p.host.read_text(p.new_dir / layout.CREDENTIALS))
+    old = parse_credentials(p.host.read_text(p.old_dir / layout.CREDENTIALS)) if p.old else {}
+    staging = parse_credentials(p.host.read_text(p.new_dir / ASIDE / layout.CREDENTIALS))
     secret = old.get("session_secret")
     if not secret:
         if new.get("session_secret") not in (None, "", staging.get("session_secret")):
@@ -213,14 +212,7 @@ def production_session_secret(p: Promotion) -> None:
     if new.get("session_secret") == secret:
         return
     new["session_secret"] = secret
-    text = "[credentials]\n" + "".join(f"{key} = {value}\n" for key, value in new.items())
-    p.host.write_text(p.new_dir / layout.CREDENTIALS, text, mode=0o400)
-
-
-def _credentials(text: str | None) -> dict[str, str]:
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read_string(text or "")
-    return dict(parser.items("credentials")) if parser.has_section("credentials") else {}
+    p.host.write_text(p.new_dir / layout.CREDENTIALS, credentials_text(new), mode=0o400)
 
 
 def init_production_db(p: Promotion) -> None:

@@ -289,13 +289,11 @@ def install_credentials(target: Target, host: Host, directory: PurePosixPath) ->
     (a developer's, made by initialize_RandoPony_db) is never copied: every release holding the
     same secret let a staging cookie log in on production. Mail credentials come from the
     host's release.env files."""
-    from app.settings import new_credentials
+    from app.settings import credentials_text, new_credentials
 
     path = directory / layout.CREDENTIALS
     if not host.exists(path):
-        values = new_credentials()
-        text = "[credentials]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
-        host.write_text(path, text, mode=0o400)
+        host.write_text(path, credentials_text(new_credentials()), mode=0o400)
     host.chmod(path, 0o400)
 
 
