@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import webtest
+from hypothesis import HealthCheck, settings
 from pyramid.paster import get_appsettings
 from sqlalchemy.orm import Session
 
@@ -18,6 +19,19 @@ from app.scripts.initialize_db import initialize
 ROOT = Path(__file__).resolve().parents[1]
 WRANGLER_EMAIL = "admin@example.com"
 WRANGLER_PASSWORD = "correct horse battery"
+
+
+def fuzz_settings(examples: int) -> settings:
+    """Hypothesis settings of the fuzzers: the same examples on every run (a failure found in
+    CI is found again here), no database of past failures, no per-example deadline (a real
+    app answers each one)."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
 def wait_until(condition, what: str, timeout: float = 120.0) -> None:

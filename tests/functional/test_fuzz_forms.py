@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 import pytest
 import webtest
 from argon2 import PasswordHasher
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -27,17 +27,11 @@ from app import main
 from app.models import Wrangler, get_engine, wranglers
 from app.models.events import URL_DATE_FORMAT
 from app.views import admin_auth
-from tests.conftest import WRANGLER_EMAIL, WRANGLER_PASSWORD, settings_for
+from tests.conftest import WRANGLER_EMAIL, WRANGLER_PASSWORD, fuzz_settings, settings_for
 from tests.factories import in_days, make_brevet, make_populaire, make_wrangler
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-FUZZ = settings(
-    max_examples=40,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz_settings(40)
 # A refused login is counted by the backoff (app/login_throttle.py) by design.
 COUNTED_WHEN_REFUSED = {"login_failures"}
 # What a page that refuses a form says, one of them at least.

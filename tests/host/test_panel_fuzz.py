@@ -7,10 +7,11 @@ import xmlrpc.client
 
 import pytest
 import requests
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from deploy.hosting_api import FaultCode, HostingAPI
+from tests.conftest import fuzz_settings
 from tests.host.conftest import USERNAME, make_host, set_password
 
 OTHER, OTHER_PASSWORD = "other", "another long password"
@@ -48,13 +49,7 @@ KNOWN = [
     "/",
     "/blog",
 ]
-FUZZ = settings(
-    max_examples=50,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz_settings(50)
 
 
 @pytest.fixture(scope="module")
