@@ -34,10 +34,10 @@ debian-packages:
 
 # The local hosting environment: host (panel, router, mail sink) and the checkout as staging.
 run: debian-packages install
-	$(PY) -m deploy.local_env up
+	$(PY) -m deploy.flows.local_env up
 
 stop: install
-	$(PY) -m deploy.local_env down
+	$(PY) -m deploy.flows.local_env down
 
 # The site alone in the foreground, without the host: quick template work.
 dev: install

@@ -15,11 +15,13 @@ from pathlib import Path
 from fabric import task
 from invoke import Exit
 
-from deploy import app_control, host_service, promote, records, schedule, staging, sync
-from deploy import upgrade_attempt as attempts
-from deploy.hosting_api import HostingError
-from deploy.hosts import HostError
-from deploy.target import CHECKOUT, Target, TargetError
+from deploy.flows import app_control, promote, schedule, staging, sync
+from deploy.flows import upgrade_attempt as attempts
+from deploy.host import service
+from deploy.remote import records
+from deploy.remote.hosts import HostError
+from deploy.remote.panel_client import HostingError
+from deploy.remote.target import CHECKOUT, Target, TargetError
 
 # The seed's module values. user/hosts: set ssh_host to deploy to a real server over SSH.
 app_name = "randopony"
@@ -243,7 +245,7 @@ def rollback_production(c, yes=False, resume=False):
 )
 def cleanup_releases(c, keep="2", yes=False):
     """Remove old release directories with their apps and websites on the hosting panel."""
-    from deploy import cleanup
+    from deploy.flows import cleanup
 
     run(lambda: cleanup.cleanup_releases(target(), keep=keep, yes=yes, confirm=confirm))
 
@@ -447,24 +449,24 @@ def host_up(c, root=None, panel_port=8090, router_port=8080, trusted_front_end="
     --trusted-front-end=ADDRESS[,ADDRESS]: a TLS front end whose X-Forwarded-Proto is believed."""
     front_ends = tuple(a for a in trusted_front_end.split(",") if a)
     try:
-        status = host_service.host_up(
+        status = service.host_up(
             root, int(panel_port), int(router_port), trusted_front_ends=front_ends
         )
-    except host_service.HostServiceError as error:
+    except service.HostServiceError as error:
         raise Exit(str(error), code=1) from None
-    host_service.print_status(status)
+    service.print_status(status)
 
 
 @task
 def host_down(c, root=None):
     """Stop the local host and its supervisord."""
-    host_service.print_status(host_service.host_down(root))
+    service.print_status(service.host_down(root))
 
 
 @task
 def host_status(c, root=None):
     """Show whether the local host's panel and router run and answer."""
-    status = host_service.host_status(root)
-    host_service.print_status(status)
+    status = service.host_status(root)
+    service.print_status(status)
     if not status.running:
         raise Exit(code=3)

@@ -56,6 +56,13 @@ setup(
             "randopony_worker = app.scripts.worker:main",
             "randopony_serve = app.scripts.serve:main",
             "randopony_smtp_sink = app.scripts.smtp_sink:main",
+            # Programs hosts run by name (supervisord, cron, the release machinery): stable
+            # across moves of the modules behind them.
+            "randopony-host = deploy.host.server:main",
+            "randopony-host-boot = deploy.host.boot:main",
+            "randopony-release = deploy.host.release_runtime:main",
+            "randopony-db-copy = deploy.host.db_copy:main",
+            "randopony-schedule = deploy.flows.schedule:main",
         ],
     },
 )

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.db_copy import consistent_copy, precopy  # noqa: E402
+from deploy.host.db_copy import consistent_copy, precopy  # noqa: E402
 
 ROW_TEXT = 960  # characters of random text per rider row: ~1 KB a row
 

@@ -21,8 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deploy import host_service, staging, supervisor  # noqa: E402
-from deploy.target import Target  # noqa: E402
+from deploy.flows import staging  # noqa: E402
+from deploy.host import service, supervisor  # noqa: E402
+from deploy.remote.target import Target  # noqa: E402
 
 
 def free_port() -> int:
@@ -50,7 +51,13 @@ def main() -> None:
         check=True,
     )
     subprocess.run(
-        [sys.executable, "-m", "deploy.hosting", "set-password", "--root", str(root), "randopony"],
+        [
+            str(Path(sys.executable).parent / "randopony-host"),
+            "set-password",
+            "--root",
+            str(root),
+            "randopony",
+        ],
         input="bench-password\n",
         text=True,
         check=True,
@@ -66,7 +73,7 @@ def main() -> None:
         echo=lines.append,
     )
     try:
-        host_service.host_up(root, panel, router)
+        service.host_up(root, panel, router)
         started = time.monotonic()
         staging.init_staging(target, None, "bench-wrangler-pw")
         fresh = time.monotonic() - started
@@ -84,7 +91,7 @@ def main() -> None:
     finally:
         for sock in (root / "webapps").glob("*/supervisor.sock"):
             supervisor.shutdown(sock)
-        host_service.host_down(root)
+        service.host_down(root)
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(checkout, ignore_errors=True)
     median = statistics.median(redeploys)

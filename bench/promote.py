@@ -52,11 +52,11 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CHECKOUT))
 
 from bench.db_copy import clean, fsync, timed  # noqa: E402
-from deploy import host_paths, host_service, layout, release_runtime, supervisor  # noqa: E402
-from deploy.db_copy import consistent_copy  # noqa: E402
-from deploy.hosting_api import HostingAPI  # noqa: E402
-from deploy.hosts import LocalHost  # noqa: E402
-from deploy.staging import read_release_env, read_release_json, write_bin_scripts  # noqa: E402
+from deploy.flows.staging import read_release_env, read_release_json, write_bin_scripts  # noqa: E402
+from deploy.host import layout, paths, release_runtime, service, supervisor  # noqa: E402
+from deploy.host.db_copy import consistent_copy  # noqa: E402
+from deploy.remote.hosts import LocalHost  # noqa: E402
+from deploy.remote.panel_client import HostingAPI  # noqa: E402
 
 BIN = Path(sys.executable).parent
 LUA = Path(__file__).resolve().with_name("promote_load.lua")
@@ -83,7 +83,7 @@ def other_hosts(root: Path) -> list[str]:
             argv = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"deploy.hosting" in argv and b"serve" in argv and str(root).encode() not in argv:
+        if b"deploy.host.server" in argv and b"serve" in argv and str(root).encode() not in argv:
             found.append(f"pid {cmdline.parent.name}: " + b" ".join(argv).decode(errors="replace"))
     return found
 
@@ -140,7 +140,7 @@ class BenchHost:
             check=True,
         )
         subprocess.run(
-            [sys.executable, "-m", "deploy.hosting", "set-password", "--root", str(self.root)]
+            [sys.executable, "-m", "deploy.host.server", "set-password", "--root", str(self.root)]
             + [HOSTING_USER],
             input=HOSTING_PASSWORD + "\n",
             text=True,
@@ -155,12 +155,12 @@ class BenchHost:
             f"RANDOPONY_SMTP_HOST=127.0.0.1\nRANDOPONY_SMTP_PORT={self.mail_port}\n"
         )
         ports = {}
-        if "app_ports" in inspect.signature(host_service.host_up).parameters:
+        if "app_ports" in inspect.signature(service.host_up).parameters:
             # App ports of this host's own, away from `make run`'s (20000 up); the deploy tests
             # pick random blocks too, and check_ports catches the rare clash.
             first = random.randrange(21000, 32000, 100)
             ports["app_ports"] = f"{first}-{first + 99}"
-        host_service.host_up(
+        service.host_up(
             self.root,
             self.panel_port,
             self.router_port,
@@ -176,7 +176,7 @@ class BenchHost:
             except supervisor.SupervisorError as error:
                 print(f"# could not stop {sock.parent.name}: {error}", file=sys.stderr)
         try:
-            host_service.host_down(self.root)
+            service.host_down(self.root)
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
             shutil.rmtree(self.checkout, ignore_errors=True)
@@ -219,14 +219,14 @@ class BenchHost:
         return json.loads(lines[-1])
 
     def access_log_offsets(self) -> dict[Path, int]:
-        folder = host_paths.frontend_logs(self.root)
+        folder = paths.frontend_logs(self.root)
         return {path: path.stat().st_size for path in folder.glob("*.access.log")}
 
     def failures_logged_since(self, offsets: dict[Path, int]) -> Counter:
         """Router access log lines with a failing status since the offsets: (website, method,
         status) -> count. The router flushes its logs about once a second."""
         found: Counter = Counter()
-        for path in host_paths.frontend_logs(self.root).glob("*.access.log"):
+        for path in paths.frontend_logs(self.root).glob("*.access.log"):
             with open(path, "rb") as log:
                 log.seek(offsets.get(path, 0))
                 text = log.read().decode(errors="replace")
@@ -462,7 +462,7 @@ def under_load(
     command = ["wrk", "-t2", "-c16", "-d3600s", "--timeout", "90s", "--latency"]
     command += ["-s", str(LUA), host.url("/")]
     offsets = host.access_log_offsets()
-    host_log = host_paths.host_logs(host.root) / "host.log"
+    host_log = paths.host_logs(host.root) / "host.log"
     host_log_offset = host_log.stat().st_size if host_log.exists() else 0
     load = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     probes = [
@@ -549,10 +549,10 @@ def fab_operation(host: BenchHost, *args: str, staging: str, production: str | N
 
 
 def runtime(connection: LocalHost, directory: Path, *command: str, check: bool = True):
-    """deploy.release_runtime with the release's own python and code (cwd: the release, so
+    """deploy.host.release_runtime with the release's own python and code (cwd: the release, so
     `-m` finds nothing of the bench's checkout first)."""
     python = directory / layout.ENV / "bin" / "python"
-    argv = [python, "-m", "deploy.release_runtime", directory, *command]
+    argv = [python, "-m", "deploy.host.release_runtime", directory, *command]
     return connection.run(argv, cwd=directory, check=check)
 
 

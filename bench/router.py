@@ -26,8 +26,8 @@ import requests
 CHECKOUT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(CHECKOUT))
 
-from deploy.hosting import HostSettings, open_store  # noqa: E402
-from deploy.hosting_api import HostingAPI  # noqa: E402
+from deploy.host.server import HostSettings, open_store  # noqa: E402
+from deploy.remote.panel_client import HostingAPI  # noqa: E402
 
 DOMAIN = "bench.localhost"
 USER, PASSWORD = "bench", "bench password"
@@ -138,7 +138,7 @@ def main() -> int:
         panel_port, router_port = free_port(), free_port()
         try:
             host = subprocess.Popen(
-                [sys.executable, "-m", "deploy.hosting", "serve", "--root", str(root)]
+                [sys.executable, "-m", "deploy.host.server", "serve", "--root", str(root)]
                 + ["--panel", f"127.0.0.1:{panel_port}", "--router", f"127.0.0.1:{router_port}"],
                 cwd=CHECKOUT,
                 stdout=subprocess.DEVNULL,

@@ -50,7 +50,7 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CHECKOUT))
 
 from bench.promote import DB, BenchHost, other_hosts, say  # noqa: E402
-from deploy import host_paths, host_service, release_runtime, supervisor  # noqa: E402
+from deploy.host import paths, release_runtime, service, supervisor  # noqa: E402
 
 # The membership check as it was before the crash fix, for --offending-build.
 OFFENDING_MEMBERSHIP = '''"""The membership check of before the crash fix (bench/soak.py)."""
@@ -168,7 +168,7 @@ def set_app_processes(host: BenchHost, release: str, processes: int) -> None:
     """Run the release's app as `processes` processes on its shared socket (a restart)."""
     directory = host.release_dir(release)
     python = str(directory / "env/bin/python")
-    runtime = [python, "-m", "deploy.release_runtime", str(directory)]
+    runtime = [python, "-m", "deploy.host.release_runtime", str(directory)]
     subprocess.run([*runtime, "stop-supervisor"], cwd=directory, check=True)
     conf = directory / "supervisord.conf"
     conf.write_text(re.sub(r"(?m)^numprocs=\d+$", f"numprocs={processes}", conf.read_text()))
@@ -200,7 +200,7 @@ def rss_mb(pid: int | None) -> float | None:
 
 def crashes_and_fatal_errors(host: BenchHost) -> tuple[list[dict], int]:
     crashes, fatal = [], 0
-    for directory in sorted(host_paths.webapps(host.root).iterdir()):
+    for directory in sorted(paths.webapps(host.root).iterdir()):
         crashes += [
             {**crash, "release": directory.name} for crash in release_runtime.crashes(directory)
         ]
@@ -212,7 +212,7 @@ def crashes_and_fatal_errors(host: BenchHost) -> tuple[list[dict], int]:
 def app_errors(host: BenchHost) -> dict[str, int]:
     """The exceptions the releases' apps logged (the last line of each traceback), counted."""
     found: Counter = Counter()
-    for log in host_paths.webapps(host.root).glob("*/pyramid.log*"):
+    for log in paths.webapps(host.root).glob("*/pyramid.log*"):
         in_traceback = False
         for line in log.read_text(errors="replace").splitlines():
             if line.startswith("Traceback"):
@@ -311,7 +311,7 @@ def run(host: BenchHost, args, results: dict) -> None:
     results["riders_on_event"] = add_riders(host.release_dir("2026r1") / DB, event, args.riders)
     say(f"# production 2026r1; {event} has {results['riders_on_event']} riders")
 
-    host_pid = host_service.host_status(host.root).pid
+    host_pid = service.host_status(host.root).pid
     results["router_rss_start_mb"] = round(rss_mb(host_pid), 1)
     stop = threading.Event()
     riders = [Rider(host, event, number, stop) for number in range(args.clients)]
@@ -343,8 +343,8 @@ def run(host: BenchHost, args, results: dict) -> None:
         for rider in riders:
             rider.join(180)
     results["seconds"] = round(time.monotonic() - started, 1)
-    results["router_rss_end_mb"] = round(rss_mb(host_service.host_status(host.root).pid), 1)
-    results["host_pid_unchanged"] = host_service.host_status(host.root).pid == host_pid
+    results["router_rss_end_mb"] = round(rss_mb(service.host_status(host.root).pid), 1)
+    results["host_pid_unchanged"] = service.host_status(host.root).pid == host_pid
     failures: Counter = Counter()
     for rider in riders:
         failures.update(rider.failures)

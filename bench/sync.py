@@ -63,9 +63,9 @@ from bench.promote import (  # noqa: E402
     other_hosts,
     say,
 )
-from deploy import layout  # noqa: E402
-from deploy.db_copy import consistent_copy  # noqa: E402
-from deploy.sync import mirror_dir  # noqa: E402
+from deploy.flows.sync import mirror_dir  # noqa: E402
+from deploy.host import layout  # noqa: E402
+from deploy.host.db_copy import consistent_copy  # noqa: E402
 
 STEPS = ("prepare_work", "copy_database", "migrate_copy", "mirror_files", "sanitize", "swap_in")
 

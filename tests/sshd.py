@@ -39,7 +39,7 @@ class SSHServer:
         return f"{self.user}@{self.host}:{self.port}"
 
     def host_options(self) -> dict:
-        """Keyword arguments for deploy.ssh.SSHHost(root, **server.host_options())."""
+        """Keyword arguments for deploy.remote.ssh.SSHHost(root, **server.host_options())."""
         return {
             "host": self.host,
             "user": self.user,

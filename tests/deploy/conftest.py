@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from deploy import host_service, supervisor
+from deploy.host import service, supervisor
 from tests.conftest import ROOT, free_port
 from tests.integration.conftest import Mailbox
 from tests.sshd import ssh_server  # noqa: F401
@@ -54,9 +54,9 @@ class LocalHostFixture:
         """The machine restarted: every release's supervisord and the host are gone. Then the
         host starts again as `make run` or a @reboot line starts it."""
         stop_release_supervisors(self.root)
-        host_service.host_down(self.root)
-        config = host_service.read_config(self.root)
-        host_service.host_up(
+        service.host_down(self.root)
+        config = service.read_config(self.root)
+        service.host_up(
             self.root,
             self.panel_port,
             self.router_port,
@@ -134,7 +134,7 @@ def local_host(mailbox):
     checkout = copy_checkout(Path(tempfile.mkdtemp(prefix="rp-checkout-")))
     panel_port, router_port = free_port(), free_port()
     subprocess.run(
-        [sys.executable, "-m", "deploy.hosting", "set-password", "--root", str(root), "randopony"],
+        [str(BIN / "randopony-host"), "set-password", "--root", str(root), "randopony"],
         input=HOSTING_PASSWORD + "\n",
         text=True,
         check=True,
@@ -163,12 +163,12 @@ def local_host(mailbox):
         # Apps get ports of this host's own: another host on the machine (a developer's, a
         # benchmark's) must not hand out the same ones.
         first = random.randrange(21000, 32000, 100)
-        host_service.host_up(
+        service.host_up(
             root, panel_port, router_port, wait_limit=30, app_ports=f"{first}-{first + 99}"
         )
         yield LocalHostFixture(root, panel_port, router_port, checkout, env)
     finally:
         stop_release_supervisors(root)
-        host_service.host_down(root)
+        service.host_down(root)
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(checkout, ignore_errors=True)

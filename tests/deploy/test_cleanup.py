@@ -4,8 +4,8 @@ tests/deploy/test_promote.py."""
 
 import pytest
 
-from deploy.cleanup import Release, amount, choose, cleanup_releases, keep_count
-from deploy.target import Target, TargetError
+from deploy.flows.cleanup import Release, amount, choose, cleanup_releases, keep_count
+from deploy.remote.target import Target, TargetError
 
 PRODUCTION = "randopony.localhost"
 # After the fixture: what the fabfile says (the host agrees).

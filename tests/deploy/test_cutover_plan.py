@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from deploy import cutover_plan as cp
-from deploy import promote
-from deploy.hosts import LocalHost
-from deploy.target import Target
+from deploy.flows import cutover_plan as cp
+from deploy.flows import promote
+from deploy.remote.hosts import LocalHost
+from deploy.remote.target import Target
 
 MB = 1_000_000
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy import db_copy
-from deploy.db_copy import CopyError, consistent_copy, precopy, precopy_path
+from deploy.host import db_copy
+from deploy.host.db_copy import CopyError, consistent_copy, precopy, precopy_path
 from tests.conftest import ROOT
 
 PAYLOAD = 1000
@@ -405,7 +405,7 @@ def test_cli_prints_json(tmp_path):
 
     def cli(*args):
         done = subprocess.run(
-            [sys.executable, "-m", "deploy.db_copy", *map(str, args)],
+            [sys.executable, "-m", "deploy.host.db_copy", *map(str, args)],
             capture_output=True,
             text=True,
             cwd=ROOT,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.hosts import HostError, LocalHost, PathOutsideRoot
-from deploy.ssh import HostSpec, SSHHost, parse_host_spec
+from deploy.remote.hosts import HostError, LocalHost, PathOutsideRoot
+from deploy.remote.ssh import HostSpec, SSHHost, parse_host_spec
 
 # Words a shell would act on; each must reach the program as the very same bytes.
 NASTY = [

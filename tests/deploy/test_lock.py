@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-from deploy import records
-from deploy.hosts import LocalHost
+from deploy.remote import records
+from deploy.remote.hosts import LocalHost
 
 
 @pytest.fixture

@@ -20,7 +20,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from deploy import file_mirror, promote, supervisor
+from deploy.flows import promote
+from deploy.host import supervisor
+from deploy.remote import file_mirror
 from tests.deploy.conftest import WRANGLER_PASSWORD
 from tests.deploy.migrations import migration
 from tests.deploy.riders import (
@@ -634,7 +636,7 @@ def test_cleanup_refuses_bad_input_a_held_lock_and_an_unfinished_promotion(produ
 
 
 def test_cleanup_keeps_production_the_rollback_target_and_the_newest(production):
-    from deploy.hosting_api import HostingAPI
+    from deploy.remote.panel_client import HostingAPI
     from tests.deploy.conftest import HOSTING_PASSWORD
 
     # Installed in the order of their numbers: the newest other release is the last one.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploy import supervisor
+from deploy.host import supervisor
 from tests.deploy.migrations import migration
 from tests.deploy.riders import LoopingClient, Rider, wait_until
 

@@ -36,7 +36,7 @@ def runtime(host, release_dir, *command):
         [
             str(directory / "env/bin/python"),
             "-m",
-            "deploy.release_runtime",
+            "deploy.host.release_runtime",
             str(directory),
             *command,
         ],

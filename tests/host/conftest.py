@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.hosting import HostSettings, open_store
-from deploy.hosting_api import HostingAPI
+from deploy.host.server import HostSettings, open_store
+from deploy.remote.panel_client import HostingAPI
 
 HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parent.parent
@@ -53,7 +53,7 @@ def stop_process(process: subprocess.Popen) -> None:
 
 def set_password(root: Path, username: str, password: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "deploy.hosting", "set-password", "--root", str(root), username],
+        [sys.executable, "-m", "deploy.host.server", "set-password", "--root", str(root), username],
         input=password + "\n",
         capture_output=True,
         text=True,
@@ -89,7 +89,7 @@ class Host:
         command = [
             sys.executable,
             "-m",
-            "deploy.hosting",
+            "deploy.host.server",
             "serve",
             "--root",
             str(self.root),

@@ -5,8 +5,8 @@ import sqlite3
 import pytest
 import requests
 
-from deploy.hosting import HostSettings, open_store
-from deploy.hosting_api import Conflict, HostingAPI, NotFound
+from deploy.host.server import HostSettings, open_store
+from deploy.remote.panel_client import Conflict, HostingAPI, NotFound
 from tests.host.conftest import make_host, set_password
 
 DOMAIN = "randopony.localhost"

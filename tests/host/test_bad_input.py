@@ -5,7 +5,7 @@ import xmlrpc.client
 import pytest
 import requests
 
-from deploy.hosting_api import (
+from deploy.remote.panel_client import (
     Conflict,
     FaultCode,
     HostingAPI,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploy import host_service
-from deploy.hosting_api import HostingAPI
+from deploy.host import service
+from deploy.remote.panel_client import HostingAPI
 from tests.host.conftest import CHECKOUT, PASSWORD, USERNAME, free_port, set_password
 
 FAB = str(Path(sys.executable).parent / "fab")
@@ -23,14 +23,14 @@ def root(tmp_path):
     root = tmp_path / "host"
     yield root
     # Whatever a test did, leave no supervisord behind.
-    host_service.host_down(root)
+    service.host_down(root)
 
 
 def test_host_up_status_down(root):
     assert set_password(root, USERNAME, PASSWORD).returncode == 0
     panel_port, router_port = free_port(), free_port()
 
-    status = host_service.host_up(root, panel_port=panel_port, router_port=router_port)
+    status = service.host_up(root, panel_port=panel_port, router_port=router_port)
     assert status.running and status.supervisord
     assert status.panel_url == f"http://127.0.0.1:{panel_port}/"
     assert (root / "supervisor" / "supervisord.conf").exists()
@@ -45,7 +45,7 @@ def test_host_up_status_down(root):
     os.kill(status.pid, signal.SIGKILL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        again = host_service.host_status(root)
+        again = service.host_status(root)
         if again.running and again.pid != status.pid:
             break
         time.sleep(0.2)
@@ -54,15 +54,15 @@ def test_host_up_status_down(root):
 
     # host_up on a running host keeps it as it is.
     assert (
-        host_service.host_up(root, panel_port=panel_port, router_port=router_port).pid == again.pid
+        service.host_up(root, panel_port=panel_port, router_port=router_port).pid == again.pid
     )
 
-    stopped = host_service.host_down(root)
+    stopped = service.host_down(root)
     assert not stopped.running and not stopped.supervisord
     assert stopped.state == "NOT STARTED"
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", router_port), timeout=1)
-    assert host_service.host_down(root) == stopped
+    assert service.host_down(root) == stopped
 
 
 def test_host_up_refuses_a_port_in_use_and_starts_nothing(root):
@@ -71,10 +71,10 @@ def test_host_up_refuses_a_port_in_use_and_starts_nothing(root):
         busy.listen()
         taken = busy.getsockname()[1]
         with pytest.raises(
-            host_service.HostServiceError, match=f"127.0.0.1:{taken} is already in use"
+            service.HostServiceError, match=f"127.0.0.1:{taken} is already in use"
         ):
-            host_service.host_up(root, panel_port=free_port(), router_port=taken)
-    assert not host_service.host_status(root).supervisord
+            service.host_up(root, panel_port=free_port(), router_port=taken)
+    assert not service.host_status(root).supervisord
 
 
 def test_fab_tasks_call_into_deploy(root):
@@ -99,20 +99,20 @@ def test_host_up_restarts_a_host_that_runs_older_code(root, monkeypatch):
     or a fixed router would never be in service."""
     assert set_password(root, USERNAME, PASSWORD).returncode == 0
     ports = dict(panel_port=free_port(), router_port=free_port())
-    first = host_service.host_up(root, **ports)
-    assert host_service.host_up(root, **ports).pid == first.pid  # same code: kept
-    monkeypatch.setattr(host_service, "code_fingerprint", lambda: "newer-code")
-    again = host_service.host_up(root, **ports)
+    first = service.host_up(root, **ports)
+    assert service.host_up(root, **ports).pid == first.pid  # same code: kept
+    monkeypatch.setattr(service, "code_fingerprint", lambda: "newer-code")
+    again = service.host_up(root, **ports)
     assert again.running and again.pid != first.pid
 
 
 def test_host_up_passes_the_trusted_front_ends_to_the_router(root):
-    with pytest.raises(host_service.HostServiceError, match="not an IP address"):
-        host_service.host_up(root, free_port(), free_port(), trusted_front_ends=("proxy; rm",))
-    assert not host_service.host_status(root).supervisord and not root.exists()
+    with pytest.raises(service.HostServiceError, match="not an IP address"):
+        service.host_up(root, free_port(), free_port(), trusted_front_ends=("proxy; rm",))
+    assert not service.host_status(root).supervisord and not root.exists()
 
-    status = host_service.host_up(root, free_port(), free_port(), trusted_front_ends=("127.0.0.1",))
+    status = service.host_up(root, free_port(), free_port(), trusted_front_ends=("127.0.0.1",))
     conf = (root / "supervisor" / "supervisord.conf").read_text()
     assert "--trusted-front-end 127.0.0.1" in conf
-    assert host_service.read_config(root).trusted_front_ends == ("127.0.0.1",)
+    assert service.read_config(root).trusted_front_ends == ("127.0.0.1",)
     assert status.running

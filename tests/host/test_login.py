@@ -6,7 +6,9 @@ import xmlrpc.client
 
 import pytest
 
-from deploy.hosting_api import (
+from deploy.host.panel import LoginThrottle
+from deploy.host.panel_store import PanelError
+from deploy.remote.panel_client import (
     FaultCode,
     HostingAPI,
     InvalidInput,
@@ -15,8 +17,6 @@ from deploy.hosting_api import (
     RateLimited,
     SessionInvalid,
 )
-from deploy.panel import LoginThrottle
-from deploy.panel_store import PanelError
 from tests.host.conftest import PASSWORD, USERNAME, free_port, make_host, set_password
 
 

@@ -10,7 +10,8 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deploy.hosting_api import FaultCode, HostingAPI
+from deploy.panel_wire import FaultCode
+from deploy.remote.panel_client import HostingAPI
 from tests.conftest import fuzz_settings
 from tests.host.conftest import USERNAME, make_host, set_password
 

@@ -11,7 +11,7 @@ import threading
 import pytest
 import requests
 
-from deploy import hosting
+from deploy.host import server
 from tests.host.test_router import DOMAIN, get, site, wait_for_text, wait_until  # noqa: F401
 
 # One byte per DRIBBLE seconds, for at most this many bytes: a deadline, not a measurement.
@@ -201,9 +201,9 @@ def test_a_write_held_past_the_wait_limit_gets_503_with_retry_after(host, api, s
     ],
 )
 def test_bad_router_options_are_refused_clearly(monkeypatch, capsys, tmp_path, option, value):
-    monkeypatch.setattr(hosting.uvloop, "run", lambda coroutine: pytest.fail("it would serve"))
+    monkeypatch.setattr(server.uvloop, "run", lambda coroutine: pytest.fail("it would serve"))
     with pytest.raises(SystemExit) as refused:
-        hosting.main(["serve", "--root", str(tmp_path), option, value])
+        server.main(["serve", "--root", str(tmp_path), option, value])
     assert refused.value.code == 2
     error = capsys.readouterr().err
     assert f"argument {option}: expected" in error and repr(value) in error

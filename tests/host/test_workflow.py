@@ -2,7 +2,7 @@
 
 import requests
 
-from deploy.hosting_api import App, HostingAPI, Website
+from deploy.remote.panel_client import App, HostingAPI, Website
 from tests.host.conftest import set_password
 
 DOMAIN = "randopony.localhost"

@@ -8,7 +8,7 @@ import sys
 from tests.conftest import ROOT
 
 CALL = (
-    "import sys; from deploy import records; from deploy.hosts import LocalHost; "
+    "import sys; from deploy.remote import records; from deploy.remote.hosts import LocalHost; "
     "records.crash_point(LocalHost(sys.argv[1]), 'promote:hold_writes', 'hold_writes'); "
     "print('went on')"
 )

@@ -3,10 +3,10 @@ also matches before a final newline, so `prod\n` once passed for an app name."""
 
 import pytest
 
-from deploy import layout
-from deploy.cleanup import WHOLE_NUMBER
-from deploy.panel_store import PanelError, _check_name
-from deploy.schedule import AT
+from deploy.flows.cleanup import WHOLE_NUMBER
+from deploy.flows.schedule import AT
+from deploy.host import layout
+from deploy.host.panel_store import PanelError, _check_name
 
 
 @pytest.mark.parametrize("value", ["prod\n", "prod\nx", " prod", "", "Prod"])

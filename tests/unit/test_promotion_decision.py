@@ -2,7 +2,7 @@
 
 import pytest
 
-from deploy.promotion_decision import (
+from deploy.flows.promotion_decision import (
     FRESH,
     RESUME,
     ROLL_BACK,
@@ -12,7 +12,7 @@ from deploy.promotion_decision import (
     decide_promotion,
     decide_rollback,
 )
-from deploy.target import TargetError
+from deploy.remote.target import TargetError
 
 PROMOTING = {"kind": "promote", "new": "2026r2", "old": "2026r1", "done": ["stop_staging"]}
 ROLLING_BACK = {"kind": "rollback", "new": "2026r1", "old": "2026r2", "done": []}

@@ -3,7 +3,8 @@ logs, and a program's processes counted together."""
 
 from pathlib import Path
 
-from deploy import app_control, release_runtime
+from deploy.flows import app_control
+from deploy.host import release_runtime
 
 LOG = """2026-11-29 01:00:00,001 INFO spawned: 'app_0' with pid 10
 2026-11-29 01:00:05,002 WARN exited: app_0 (terminated by SIGSEGV (core dumped); not expected)

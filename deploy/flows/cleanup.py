@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
 
-from deploy import layout, records
-from deploy.hosting_api import HostingAPI, HostingError, Website
-from deploy.hosts import Host, HostError, check_under_root
-from deploy.staging import DeployError, read_release_json, runtime
-from deploy.target import Target, TargetError, hosting_session
+from deploy.flows.staging import DeployError, read_release_json, runtime
+from deploy.host import layout
+from deploy.remote import records
+from deploy.remote.hosts import Host, HostError, check_under_root
+from deploy.remote.panel_client import HostingAPI, HostingError, Website
+from deploy.remote.target import Target, TargetError, hosting_session
 
 WHOLE_NUMBER = re.compile(r"^[0-9]{1,4}$")
 
@@ -92,7 +93,7 @@ def choose(
 
 
 def interrupted_promotion(host: Host) -> None:
-    """deploy.promote's state file exists only while a promotion is unfinished; while it does,
+    """deploy.flows.promote's state file exists only while a promotion is unfinished; while it does,
     which release is which is not settled, so nothing is removed."""
     text = host.read_text(layout.deploy_dir(host.root) / "promotion.json")
     if text is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from deploy.hosts import Host, HostError
+from deploy.remote.hosts import Host, HostError
 
 RIDER_LISTS = "rider_lists"  # organizers' rider list files (app/rider_lists.py), per release
 

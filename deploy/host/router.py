@@ -30,9 +30,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from deploy.routing_table import ClientGone, NotRouted, RoutingTable
+from deploy.host.routing_table import ClientGone, NotRouted, RoutingTable
 
-log = logging.getLogger("deploy.router")
+log = logging.getLogger("deploy.host.router")
 
 # RFC 9110 7.6.1: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset(

@@ -14,9 +14,10 @@ import time
 from contextlib import contextmanager
 from pathlib import PurePosixPath
 
-from deploy import layout, records, release_runtime
-from deploy.hosts import Host, HostError
-from deploy.target import Target, TargetError, hosting_session
+from deploy.host import layout, release_runtime
+from deploy.remote import records
+from deploy.remote.hosts import Host, HostError
+from deploy.remote.target import Target, TargetError, hosting_session
 
 # Never on a server: VCS data, caches, tests, docs, development settings, local data and logs,
 # build output, the local host root, secrets (installed separately at mode 0400).
@@ -299,13 +300,12 @@ def install_credentials(target: Target, host: Host, directory: PurePosixPath) ->
 
 def write_bin_scripts(host: Host, directory: PurePosixPath) -> None:
     """bin/start, bin/stop, bin/restart for a person on the host, doing what the fab tasks do."""
-    python = shlex.quote(str(directory / layout.ENV / "bin" / "python"))
+    program = shlex.quote(str(directory / layout.ENV / "bin" / "randopony-release"))
     where = shlex.quote(str(directory))
     scripts = {
-        "start": f"exec {python} -m deploy.release_runtime {where} start-app\n",
-        "stop": f"exec {python} -m deploy.release_runtime {where} stop-app\n",
-        "restart": f"{python} -m deploy.release_runtime {where} stop-app\n"
-        f"exec {python} -m deploy.release_runtime {where} start-app\n",
+        "start": f"exec {program} {where} start-app\n",
+        "stop": f"exec {program} {where} stop-app\n",
+        "restart": f"{program} {where} stop-app\nexec {program} {where} start-app\n",
     }
     for name, body in scripts.items():
         host.write_text(directory / layout.BIN / name, "#!/bin/sh\nset -e\n" + body, mode=0o755)
@@ -403,9 +403,9 @@ def runtime(host: Host, directory: PurePosixPath, *command: str, check: bool = T
     if not host.exists(python):
         raise DeployError(f"{directory} is not installed (no {python}): run install_app")
     return host.run(
-        [str(python), "-m", "deploy.release_runtime", str(directory), *command],
+        layout.release_program(directory, "randopony-release", str(directory), *command),
         check=check,
-        cwd=directory,  # `-m` imports from the working directory first: the release's own code
+        cwd=directory,  # a legacy `-m` imports from the working directory first: its own code
     )
 
 

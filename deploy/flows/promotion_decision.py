@@ -4,7 +4,7 @@ completed one, only show where a run stands, or refuse with the command that wou
 
 Pure functions of the saved run (deploy/promotion.json), the roles (deploy/roles.json) and the
 fabfile's production release, so every branch is tested in milliseconds
-(tests/unit/test_promotion_decision.py); deploy.promote does what they decide.
+(tests/unit/test_promotion_decision.py); deploy.flows.promote does what they decide.
 
 A run's releases are named for the direction it moves production in, so the names stay true for
 a rollback: `incoming` is the release production goes to, `outgoing` the one it leaves.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.target import TargetError
+from deploy.remote.target import TargetError
 
 FRESH, RESUME, UNDO, ROLL_BACK, SHOW = "fresh", "resume", "undo", "roll back", "show"
 

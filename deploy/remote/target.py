@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from deploy import layout
-from deploy.hosting_api import HostingAPI, HostingError, LoginFailed, PanelUnreachable
-from deploy.hosts import Host, HostError, LocalHost
+from deploy.host import layout
+from deploy.remote.hosts import Host, HostError, LocalHost
+from deploy.remote.panel_client import HostingAPI, HostingError, LoginFailed, PanelUnreachable
 
-CHECKOUT = Path(__file__).resolve().parents[1]
+CHECKOUT = Path(__file__).resolve().parents[2]
 DOMAIN = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$"
 )
@@ -88,7 +88,7 @@ class Target:
     def connect(self) -> Host:
         try:
             if self.ssh_host:
-                from deploy.ssh import SSHHost, parse_host_spec
+                from deploy.remote.ssh import SSHHost, parse_host_spec
 
                 user, host, port = parse_host_spec(self.ssh_host)
                 return SSHHost(

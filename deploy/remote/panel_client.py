@@ -1,37 +1,15 @@
 """A typed client for a Webfaction-compatible hosting panel (XML-RPC, session id first).
 
 It speaks the protocol the seed workflow used, so it works against this project's panel or any
-compatible endpoint, plus the three extensions of this project's panel:
-
-- ``hold_writes(session, website)``: the router holds POST, PUT, PATCH and DELETE requests for the
-  website's domains (reads go on) until ``release_writes(session, website)``, or until the hold
-  lapses by itself. A held request then goes to wherever its domain points at that moment.
-- ``app_answers(session, app)``: whether something accepts connections on the app's port.
-- ``wait_app_idle(session, app, timeout)``: answers once no request routed to the app is under
-  way (returns how many still are), so an old release can be stopped without cutting one off.
-
-``hold_writes`` answers only once the writes already under way have finished.
+compatible endpoint, plus the extensions of this project's panel (see deploy/panel_wire.py).
 """
 
 from __future__ import annotations
 
-import enum
 import xmlrpc.client
 from dataclasses import dataclass
 
-
-class FaultCode(enum.IntEnum):
-    """The Fault codes the panel sends; other endpoints may send others."""
-
-    INVALID = 1
-    NOT_FOUND = 2
-    CONFLICT = 3
-    IN_USE = 4
-    LOGIN_FAILED = 5
-    SESSION = 6
-    RATE_LIMITED = 7
-    UNKNOWN_METHOD = 8
-    INTERNAL = 9
+from deploy.panel_wire import FaultCode
 
 
 class HostingError(Exception):

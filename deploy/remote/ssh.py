@@ -1,4 +1,4 @@
-"""A host root on a machine reached over SSH: the same operations as deploy.hosts.LocalHost.
+"""A host root on a machine reached over SSH: the same operations as deploy.remote.hosts.LocalHost.
 
 This is the only module in deploy/ that imports Fabric or paramiko, so the rest of the deploy code
 sees a Host and nothing else. Commands are argv lists joined with shlex for the remote login
@@ -31,7 +31,7 @@ import fabric
 import invoke
 import paramiko
 
-from deploy.hosts import (
+from deploy.remote.hosts import (
     RSYNC_OPTIONS,
     HostError,
     PathOutsideRoot,

@@ -2,7 +2,7 @@
 router, and an SMTP sink that keeps every mail) under its supervisord, then the checkout as the
 staging release: `init_staging` the first time, `deploy_staging` after.
 
-    python -m deploy.local_env up | down | status
+    python -m deploy.flows.local_env up | down | status
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from deploy import host_paths, host_service, promote, records, staging, supervisor
-from deploy.target import CHECKOUT, Target, TargetError
+from deploy.flows import promote, staging
+from deploy.host import paths, service, supervisor
+from deploy.remote import records
+from deploy.remote.target import CHECKOUT, Target, TargetError
 
-ROOT = host_paths.default_root()
+ROOT = paths.default_root()
 MAIL_PORT = 8025
 DEV_WRANGLER_PASSWORD = "randopony-dev"
 
@@ -36,7 +38,7 @@ def hosting_password(root: Path) -> str:
             [
                 sys.executable,
                 "-m",
-                "deploy.hosting",
+                "deploy.host.server",
                 "set-password",
                 "--root",
                 str(root),
@@ -63,7 +65,7 @@ def up() -> int:
     if not env_file.exists():
         # Releases on this machine mail the sink, never the world.
         env_file.write_text(f"RANDOPONY_SMTP_HOST=127.0.0.1\nRANDOPONY_SMTP_PORT={MAIL_PORT}\n")
-    host_service.print_status(host_service.host_up(ROOT, mail_port=MAIL_PORT, wait_limit=30))
+    service.print_status(service.host_up(ROOT, mail_port=MAIL_PORT, wait_limit=30))
     os.environ.setdefault("RANDOPONY_HOSTING_PASSWORD", password)
     os.environ.setdefault("RANDOPONY_HOST_ROOT", str(ROOT))
     import fabfile  # the checkout's own values: what `fab` uses afterwards
@@ -89,7 +91,7 @@ def up() -> int:
     if answer.get("http") != 200:
         print(
             f"error: production does not answer at {production}up: {answer}\n"
-            f"  what the host did when it started: {host_service.boot_log(ROOT)}",
+            f"  what the host did when it started: {service.boot_log(ROOT)}",
             file=sys.stderr,
         )
         return 1
@@ -98,7 +100,7 @@ def up() -> int:
         f"  staging beside it: {address}\n"
         f"  admin: /admin/login on either ({target.wrangler_email} / {DEV_WRANGLER_PASSWORD})\n"
         f"  mail the sites send: {ROOT / 'mail'} (one .eml each), and "
-        f"{host_paths.host_logs(ROOT) / 'mail.log'}\n"
+        f"{paths.host_logs(ROOT) / 'mail.log'}\n"
         "  next: change a template, .venv/bin/fab deploy_staging, "
         ".venv/bin/fab promote_staging_to_production; stop everything: make stop\n"
     )
@@ -135,19 +137,19 @@ def down() -> int:
     for sock in sorted((ROOT / "webapps").glob("*/supervisor.sock")):
         print(f"stopping {sock.parent.name}: ", end="", flush=True)
         print("stopped" if supervisor.shutdown(sock) else "was not running")
-    host_service.print_status(host_service.host_down(ROOT))
+    service.print_status(service.host_down(ROOT))
     return 0
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="deploy.local_env", description=__doc__)
+    parser = argparse.ArgumentParser(prog="deploy.flows.local_env", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
     args = parser.parse_args(argv)
     if args.command == "up":
         return up()
     if args.command == "down":
         return down()
-    host_service.print_status(host_service.host_status(ROOT))
+    service.print_status(service.host_status(ROOT))
     return 0
 
 

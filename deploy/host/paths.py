@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CHECKOUT = Path(__file__).resolve().parent.parent
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 # Where the local host's panel and router listen unless told otherwise.
 DEFAULT_PANEL = ("127.0.0.1", 8090)

@@ -18,11 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from deploy import cutover_plan, file_mirror, layout, records, release_runtime
-from deploy.file_mirror import RIDER_LISTS
-from deploy.hosting_api import HostingAPI, HostingError
-from deploy.hosts import Host, HostError
-from deploy.promotion_decision import (
+from deploy.flows import cutover_plan
+from deploy.flows.promotion_decision import (
     RESUME,
     SHOW,
     UNDO,
@@ -30,7 +27,7 @@ from deploy.promotion_decision import (
     decide_promotion,
     decide_rollback,
 )
-from deploy.staging import (
+from deploy.flows.staging import (
     DeployError,
     read_release_env,
     read_release_json,
@@ -38,7 +35,12 @@ from deploy.staging import (
     site_url,
     write_bin_scripts,
 )
-from deploy.target import Target, TargetError, hosting_session
+from deploy.host import layout, release_runtime
+from deploy.remote import file_mirror, records
+from deploy.remote.file_mirror import RIDER_LISTS
+from deploy.remote.hosts import Host, HostError
+from deploy.remote.panel_client import HostingAPI, HostingError
+from deploy.remote.target import Target, TargetError, hosting_session
 
 # Long enough for the copy, the migration and the new release's start on a large database; the
 # router lets each held request wait for its own (shorter) limit and a lapsed hold frees itself.
@@ -241,13 +243,14 @@ def hold_writes(p: Promotion) -> None:
 
 
 def _db_copy(p: Promotion, name: str, *options: str, run_in: PurePosixPath | None = None) -> dict:
-    """deploy.db_copy on the host, from the old release's directory into the new one's, run by
-    the new release's code unless `run_in` names another release."""
-    python = str((run_in or p.new_dir) / layout.ENV / "bin" / "python")
+    """The database copier on the host, from the old release's directory into the new one's,
+    run by the new release's code unless `run_in` names another release."""
+    runner = run_in or p.new_dir
     source, destination = str(p.old_dir / name), str(p.new_dir / name)
-    # Run from the release's directory: `-m` imports from the working directory first.
+    # Run from the release's directory: a legacy `-m` imports from the working directory first.
     answer = p.host.run(
-        [python, "-m", "deploy.db_copy", source, destination, *options], cwd=run_in or p.new_dir
+        layout.release_program(runner, "randopony-db-copy", source, destination, *options),
+        cwd=runner,
     )
     return json.loads(answer.stdout.strip().splitlines()[-1])
 

@@ -1,5 +1,5 @@
-"""Where things live on a host (see DESIGN.md, "The host layout"), as pure functions of the host
-root, so the code that builds a release and the code that runs on the host agree."""
+"""Where things live on a host, as pure functions of the host root, so the code that builds a
+release and the code that runs on the host agree. README.md's "Architecture" draws it."""
 
 from __future__ import annotations
 
@@ -109,3 +109,24 @@ def database_files(release_role: str) -> tuple[str, ...]:
         "celery.sqlite-wal",
         "celery.sqlite-shm",
     )
+
+
+# Programs the machinery runs inside a release, by the console scripts of the release's own
+# setup.py. Releases installed before deploy/ was split into host/, remote/ and flows/ have no
+# such scripts, only these module paths; callers fall back to them, so moving a file never
+# strands a release already on a host.
+LEGACY_MODULES = {
+    "randopony-release": "deploy.release_runtime",
+    "randopony-db-copy": "deploy.db_copy",
+    "randopony-schedule": "deploy.schedule",
+}
+_SCRIPT_OR_MODULE = 'p=$1; shift; if [ -x "$p" ]; then shift 3; exec "$p" "$@"; fi; exec "$@"'
+
+
+def release_program(directory: PurePosixPath, program: str, *args: str) -> list[str]:
+    """The command line that runs `program` from the release in `directory`: its console
+    script when it has one, else its module path (one command either way: no extra round trip
+    to an SSH host)."""
+    env_bin = directory / ENV / "bin"
+    module = [str(env_bin / "python"), "-m", LEGACY_MODULES[program]]
+    return ["sh", "-c", _SCRIPT_OR_MODULE, "sh", str(env_bin / program), *module, *args]

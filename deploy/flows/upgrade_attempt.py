@@ -15,9 +15,11 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from deploy import layout, promote, records, schedule, sync
-from deploy.hosts import Host
-from deploy.target import Target, TargetError
+from deploy.flows import promote, schedule, sync
+from deploy.host import layout
+from deploy.remote import records
+from deploy.remote.hosts import Host
+from deploy.remote.target import Target, TargetError
 
 MAX_MINUTES = 7 * 24 * 60
 REMINDER = "upgrade_reminder"

@@ -31,12 +31,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from deploy import file_mirror, layout, records
-from deploy.file_mirror import RIDER_LISTS
-from deploy.hosts import Host, HostError
-from deploy.promote import Step
-from deploy.staging import DeployError, runtime
-from deploy.target import Target, TargetError
+from deploy.flows.promote import Step
+from deploy.flows.staging import DeployError, runtime
+from deploy.host import layout
+from deploy.remote import file_mirror, records
+from deploy.remote.file_mirror import RIDER_LISTS
+from deploy.remote.hosts import Host, HostError
+from deploy.remote.target import Target, TargetError
 
 SPACE_FACTOR = 4
 WORK = "sync"
@@ -131,7 +132,9 @@ def copy_database(s: Sync) -> None:
     copied = {}
     for options in (("--precopy",), ()):
         answer = s.host.run(
-            [s.python(), "-m", "deploy.db_copy", source, str(s.work_db), *options],
+            layout.release_program(
+                s.staging_dir, "randopony-db-copy", source, str(s.work_db), *options
+            ),
             cwd=s.staging_dir,
             check=False,
         )

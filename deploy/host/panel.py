@@ -1,7 +1,7 @@
 """The hosting panel's XML-RPC API, Webfaction style: `login` first, then the session id first.
 
 Every successful change is pushed into the router's `RoutingTable` before the call returns.
-Each account sees and changes only its own apps and websites (see deploy.panel_store).
+Each account sees and changes only its own apps and websites (see deploy.host.panel_store).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from defusedxml import DefusedXmlException
 from defusedxml.xmlrpc import DefusedExpatParser
 
-from deploy.hosting_api import FaultCode
-from deploy.panel_store import APP_TYPES, PanelError, PanelStore, short
-from deploy.routing_table import RoutingTable
+from deploy.host.panel_store import APP_TYPES, PanelError, PanelStore, short
+from deploy.host.routing_table import RoutingTable
+from deploy.panel_wire import FaultCode
 
-log = logging.getLogger("deploy.panel")
+log = logging.getLogger("deploy.host.panel")
 
 # Verifying against this keeps a wrong username as slow as a wrong password.
 _DUMMY_HASH = PasswordHasher().hash("not a real password")
@@ -283,7 +283,7 @@ class Panel:
         self._publish()
         return site
 
-    # extensions of this panel (see deploy.hosting_api)
+    # extensions of this panel (see deploy.remote.panel_client)
 
     async def hold_writes(self, session_id, website, seconds=300.0):
         """Hold new writes, then answer once the writes already under way have finished, so the

@@ -11,8 +11,8 @@ import sys
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from deploy import layout
-from deploy.hosts import Host, HostError
+from deploy.host import layout
+from deploy.remote.hosts import Host, HostError
 
 
 def now() -> str:

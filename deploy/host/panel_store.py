@@ -24,7 +24,7 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 
-from deploy.hosting_api import FaultCode
+from deploy.panel_wire import FaultCode
 
 APP_TYPES = {
     "custom_app_with_port": "Custom app (listening on port)",

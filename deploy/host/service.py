@@ -17,8 +17,8 @@ import xmlrpc.client
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from deploy import host_paths, supervisor
-from deploy.host_paths import DEFAULT_PANEL, DEFAULT_ROUTER
+from deploy.host import paths, supervisor
+from deploy.host.paths import DEFAULT_PANEL, DEFAULT_ROUTER
 
 PROGRAM = "host"
 # Runs once each time the host's supervisord starts: brings back the releases that should run.
@@ -98,7 +98,7 @@ def host_up(
         app_ports=app_ports,
         trusted_front_ends=tuple(trusted_front_ends),
     )
-    folder = host_paths.supervisor_dir(root)
+    folder = paths.supervisor_dir(root)
     socket_path = folder / "supervisor.sock"
     if len(str(socket_path)) > supervisor.MAX_SOCKET_PATH:
         raise HostServiceError(
@@ -121,7 +121,7 @@ def host_up(
                     "stop it or choose another port"
                 )
         folder.mkdir(parents=True, exist_ok=True)
-        host_paths.host_logs(root).mkdir(parents=True, exist_ok=True)
+        paths.host_logs(root).mkdir(parents=True, exist_ok=True)
         conf_path.write_text(conf)
         conf_path.chmod(0o600)
         (folder / "host.json").write_text(json.dumps(_config_json(config)))
@@ -153,7 +153,7 @@ def _boot_state(root: Path) -> str | None:
 
 
 def boot_log(root: Path) -> Path:
-    return host_paths.host_logs(root) / "releases.log"
+    return paths.host_logs(root) / "releases.log"
 
 
 def host_down(root: Path | None = None, timeout: float = 30.0) -> HostStatus:
@@ -209,7 +209,7 @@ def _answer(url: str, answers: bool) -> str:
 
 
 def _root(root: Path | None) -> Path:
-    return Path(root or host_paths.default_root()).resolve()
+    return Path(root or paths.default_root()).resolve()
 
 
 def _config_json(config: HostConfig) -> dict:
@@ -219,7 +219,7 @@ def _config_json(config: HostConfig) -> dict:
 
 
 def read_config(root: Path) -> HostConfig:
-    saved = host_paths.supervisor_dir(root) / "host.json"
+    saved = paths.supervisor_dir(root) / "host.json"
     if not saved.exists():
         return HostConfig(root)
     data = json.loads(saved.read_text())
@@ -238,9 +238,7 @@ def _supervisord_conf(config: HostConfig, socket_path: Path) -> str:
     folder = socket_path.parent
     command = shlex.join(
         [
-            sys.executable,
-            "-m",
-            "deploy.hosting",
+            str(Path(sys.executable).parent / "randopony-host"),
             "serve",
             "--root",
             str(config.root),
@@ -256,10 +254,10 @@ def _supervisord_conf(config: HostConfig, socket_path: Path) -> str:
     )
 
     boot_command = shlex.join(
-        [sys.executable, "-m", "deploy.host_boot", "--root", str(config.root)]
+        [str(Path(sys.executable).parent / "randopony-host-boot"), "--root", str(config.root)]
     )
     value = supervisor.conf_value
-    return f"""; Written by deploy.host_service.host_up; changes are overwritten.
+    return f"""; Written by deploy.host.service.host_up; changes are overwritten.
 ; The host's code ({code_fingerprint()}): new code means a restart, as new settings do.
 [unix_http_server]
 file={value(socket_path)}
@@ -269,7 +267,7 @@ chmod=0700
 logfile={value(folder / "supervisord.log")}
 pidfile={value(folder / "supervisord.pid")}
 childlogdir={value(folder)}
-directory={value(host_paths.CHECKOUT)}
+directory={value(paths.CHECKOUT)}
 ; its programs create files for their owner alone (databases, rider lists, logs)
 umask=077
 identifier=randopony-host
@@ -282,22 +280,22 @@ serverurl=unix://{value(socket_path)}
 
 [program:{PROGRAM}]
 command={value(command)}
-directory={value(host_paths.CHECKOUT)}
-environment=PYTHONPATH="{value(host_paths.CHECKOUT)}",PYTHONUNBUFFERED="1"
+directory={value(paths.CHECKOUT)}
+environment=PYTHONPATH="{value(paths.CHECKOUT)}",PYTHONUNBUFFERED="1"
 autostart=true
 autorestart=true
 startsecs=1
 stopsignal=TERM
 stopwaitsecs=15
 redirect_stderr=true
-stdout_logfile={value(host_paths.host_logs(config.root) / "host.log")}
+stdout_logfile={value(paths.host_logs(config.root) / "host.log")}
 stdout_logfile_maxbytes=10MB
 stdout_logfile_backups=5
 
 [program:{BOOT}]
 command={value(boot_command)}
-directory={value(host_paths.CHECKOUT)}
-environment=PYTHONPATH="{value(host_paths.CHECKOUT)}",PYTHONUNBUFFERED="1"
+directory={value(paths.CHECKOUT)}
+environment=PYTHONPATH="{value(paths.CHECKOUT)}",PYTHONUNBUFFERED="1"
 autostart=true
 autorestart=false
 startsecs=0
@@ -313,8 +311,9 @@ def code_fingerprint() -> str:
     """The host runs the checkout's deploy/ package: a digest of it, so that host_up restarts
     a host still running older code (a router without a fix, say)."""
     digest = hashlib.sha256()
-    for path in sorted((host_paths.CHECKOUT / "deploy").glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    package = paths.CHECKOUT / "deploy"
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -337,14 +336,14 @@ environment=PYTHONUNBUFFERED="1"
 autostart=true
 autorestart=true
 redirect_stderr=true
-stdout_logfile={value(host_paths.host_logs(config.root) / "mail.log")}
+stdout_logfile={value(paths.host_logs(config.root) / "mail.log")}
 stdout_logfile_maxbytes=10MB
 stdout_logfile_backups=2
 """
 
 
 def _socket(root: Path) -> Path:
-    return host_paths.supervisor_dir(root) / "supervisor.sock"
+    return paths.supervisor_dir(root) / "supervisor.sock"
 
 
 def _supervisor(root: Path):
@@ -369,6 +368,6 @@ def _wait(ready, timeout: float, what: str, root: Path) -> None:
         if ready():
             return
         time.sleep(0.1)
-    log = host_paths.host_logs(root) / "host.log"
+    log = paths.host_logs(root) / "host.log"
     tail = log.read_text()[-2000:] if log.exists() else "(no host log yet)"
     raise HostServiceError(f"gave up waiting {timeout:.0f} s for {what}; host log ends:\n{tail}")

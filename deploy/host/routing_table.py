@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from deploy.panel_store import Mount, SiteRoute
+from deploy.host.panel_store import Mount, SiteRoute
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import sys
 
-from deploy import layout, records
-from deploy.hosts import Host
-from deploy.staging import DeployError, read_release_json, runtime
-from deploy.target import Target, TargetError
+from deploy.flows.staging import DeployError, read_release_json, runtime
+from deploy.host import layout
+from deploy.remote import records
+from deploy.remote.hosts import Host
+from deploy.remote.target import Target, TargetError
 
 
 def release_for_role(target: Target, host: Host, role: str) -> str:

@@ -1,0 +1,234 @@
+"""Work the host does by itself, from the account's crontab: the nightly `sync_staging`, and the
+reminder that an upgrade attempt's window has run out.
+
+Each entry is one crontab line ending in a marker naming the job and the host root, so entries of
+other hosts or of the account's own are never touched. The entry runs a small script kept in the
+host's `deploy/bin/`, which finds the current staging release at run time (the entry outlives
+releases) and runs this module with that release's own code; its output goes to the host's
+`logs/user/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import sys
+from datetime import datetime
+from pathlib import PurePosixPath
+
+from deploy.host import layout
+from deploy.remote.hosts import Host, HostError
+from deploy.remote.target import Target, TargetError
+
+AT = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+JOBS = ("sync_staging", "upgrade_reminder")
+
+
+def marker(job: str, root: PurePosixPath) -> str:
+    return f"# randopony {job} {root}"
+
+
+def log_file(root: PurePosixPath, job: str) -> PurePosixPath:
+    return root / "logs" / "user" / f"{job}.log"
+
+
+def script_file(root: PurePosixPath, job: str) -> PurePosixPath:
+    return layout.deploy_dir(root) / "bin" / job
+
+
+def parse_at(value: str) -> tuple[int, int]:
+    found = AT.fullmatch(str(value or "").strip())
+    if not found:
+        raise TargetError(f"invalid time {value!r}: use HH:MM on the host's clock, e.g. 03:00")
+    return int(found.group(1)), int(found.group(2))
+
+
+# The script cron runs: system python3, no release code of its own, so it keeps working as
+# releases come and go.
+SCRIPT = """#!/usr/bin/env python3
+# Written by `fab {fab_task}`; run by cron. Finds the staging release now and runs {job}
+# with its code.
+import json, os, sys, time
+root, app = {root!r}, {app!r}
+print(time.strftime("%Y-%m-%d %H:%M:%S"), "{job}: start", flush=True)
+try:
+    with open(os.path.join(root, "deploy", "roles.json")) as f:
+        roles = json.load(f)
+except OSError:
+    roles = {{}}
+release = roles.get({role!r})
+if not release:
+    print("no {role} release on this host: nothing to do", flush=True)
+    sys.exit(0)
+directory = os.path.join(root, "webapps", app + release)
+arguments = ["{job}", "--root", root, "--app", app, {arguments}]
+os.chdir(directory)
+# A release installed before the randopony-schedule script existed has only the module path.
+program = os.path.join(directory, "env", "bin", "randopony-schedule")
+if os.access(program, os.X_OK):
+    os.execv(program, [program, *arguments])
+python = os.path.join(directory, "env", "bin", "python")
+os.execv(python, [python, "-m", "deploy.schedule", *arguments])
+"""
+
+
+def _crontab(host: Host) -> list[str]:
+    if host.run(["sh", "-c", "command -v crontab"], check=False).returncode != 0:
+        raise TargetError(
+            "the host has no crontab command: install cron (Debian: apt install cron)"
+        )
+    listed = host.run(["crontab", "-l"], check=False)
+    if listed.returncode != 0 and "no crontab" not in listed.stderr:
+        raise TargetError(f"crontab -l failed on the host: {listed.stderr.strip()}")
+    return listed.stdout.splitlines() if listed.returncode == 0 else []
+
+
+def _write_crontab(host: Host, lines: list[str]) -> None:
+    tmp = layout.deploy_dir(host.root) / "crontab.new"
+    host.write_text(tmp, "".join(line + "\n" for line in lines), mode=0o600)
+    try:
+        host.run(["crontab", str(tmp)])
+    finally:
+        host.remove(tmp)
+
+
+def entry(host: Host, job: str) -> str | None:
+    mark = marker(job, host.root)
+    return next((line for line in _crontab(host) if line.endswith(mark)), None)
+
+
+def install(
+    target: Target, host: Host, job: str, when: str, arguments: list[str], role: str
+) -> str:
+    """Write the job's script and put its line in the crontab (replacing an earlier one)."""
+    script = script_file(host.root, job)
+    host.mkdir(script.parent)
+    host.mkdir(log_file(host.root, job).parent)
+    host.write_text(
+        script,
+        SCRIPT.format(
+            fab_task="schedule_sync_staging" if job == "sync_staging" else "upgrade_attempt",
+            job=job,
+            root=str(host.root),
+            app=target.app_name,
+            role=role,
+            arguments=", ".join(repr(a) for a in arguments),
+        ),
+        mode=0o755,
+    )
+    command = f"{shlex.quote(str(script))} >> {shlex.quote(str(log_file(host.root, job)))} 2>&1"
+    line = f"{when} {command} {marker(job, host.root)}"
+    lines = [
+        existing for existing in _crontab(host) if not existing.endswith(marker(job, host.root))
+    ]
+    _write_crontab(host, [*lines, line])
+    return line
+
+
+def remove(host: Host, job: str) -> bool:
+    lines = _crontab(host)
+    kept = [line for line in lines if not line.endswith(marker(job, host.root))]
+    if len(kept) != len(lines):
+        _write_crontab(host, kept)
+    host.remove(script_file(host.root, job))
+    return len(kept) != len(lines)
+
+
+def cron_running(host: Host) -> bool:
+    return host.run(["pgrep", "-x", "cron"], check=False).returncode == 0
+
+
+def schedule_sync(target: Target, at: str | None, remove_it: bool = False) -> str:
+    """`fab schedule_sync_staging --at=HH:MM` / `--remove`; returns what to tell the maintainer."""
+    target.checked()
+    host = target.connect()
+    try:
+        if remove_it:
+            if remove(host, "sync_staging"):
+                return "The nightly sync_staging is removed from the host's crontab."
+            return "No sync_staging was scheduled on this host."
+        hour, minute = parse_at(at)
+        from deploy.flows import sync
+
+        _, new = sync.staging_password(host, None)
+        line = install(
+            target,
+            host,
+            "sync_staging",
+            f"{minute} {hour} * * *",
+            [
+                "--production-domain",
+                target.production_domain,
+                "--staging-domain",
+                target.staging_domain,
+            ],
+            "staging",
+        )
+        said = [
+            f"sync_staging runs every day at {hour:02d}:{minute:02d} (the host's clock); "
+            f"its log: {log_file(host.root, 'sync_staging')}.",
+            f"crontab: {line}",
+        ]
+        if new:
+            kept = sync.password_file(host.root)
+            said.append(
+                f"Staging wranglers' password (shown once): {(host.read_text(kept) or '').strip()}"
+            )
+        if not cron_running(host):
+            said.append("warning: cron is not running on the host; the entry waits until it is.")
+        return "\n".join(said)
+    finally:
+        host.close()
+
+
+# On the host, run by the scripts above with the staging release's code.
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="randopony-schedule")
+    parser.add_argument("job", choices=JOBS)
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--app", required=True)
+    parser.add_argument("--production-domain")
+    parser.add_argument("--staging-domain")
+    args = parser.parse_args(argv)
+
+    def echo(line: str) -> None:
+        print(f"{datetime.now():%Y-%m-%d %H:%M:%S} {line}", flush=True)
+
+    from deploy.remote import records
+    from deploy.remote.hosts import LocalHost
+
+    host = LocalHost(args.root)
+    roles = records.read_roles(host)
+    if args.job == "upgrade_reminder":
+        from deploy.flows import upgrade_attempt
+
+        said = upgrade_attempt.reminder(host)
+        if said:
+            echo(said)
+        return 0
+    target = Target(
+        app_name=args.app,
+        staging_release=roles.get("staging") or "",
+        production_release=roles.get("production"),
+        staging_domain=args.staging_domain,
+        production_domain=args.production_domain,
+        host_root=args.root,
+        echo=echo,
+    )
+    from deploy.flows import sync
+    from deploy.flows.staging import DeployError
+
+    try:
+        summary = sync.sync_staging(target)
+    except (TargetError, DeployError, HostError, OSError) as error:
+        echo(f"sync_staging failed: {error}")
+        return 1
+    sync.print_summary(summary, echo, show_password=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
