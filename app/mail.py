@@ -1,4 +1,6 @@
-"""Email: written to the outbox with the change that causes it, sent by a celery task."""
+"""Sending the outbox's email over SMTP, for the worker's send_email task (app/tasks.py): a row
+is claimed before it is sent, so two workers do not both send it, and on staging mail goes only
+to the domains mail.only_to_domains allows. Email gets into the outbox through app/outbox.py."""
 
 import logging
 import smtplib
@@ -25,22 +27,6 @@ class RecipientsWithheld(Exception):
     def __init__(self, recipients: list[str], allowed: list[str]):
         super().__init__(f"recipients outside {', '.join(allowed)}: {', '.join(recipients)}")
         self.recipients = recipients
-
-
-def queue_email(request, to: list[str], subject: str, body: str, reply_to=None) -> OutboundEmail:
-    """Add an email to the outbox in the request's transaction; it is sent after commit."""
-    from .tasks import send_email
-
-    email = OutboundEmail(
-        to_addrs=", ".join(to),
-        reply_to=", ".join(reply_to) if reply_to else None,
-        subject=subject,
-        body=body,
-    )
-    request.db.add(email)
-    request.db.flush()
-    request.enqueue(send_email, email.id)
-    return email
 
 
 def build_message(email: OutboundEmail, sender: str, domain: str) -> EmailMessage:

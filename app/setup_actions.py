@@ -9,8 +9,8 @@ the page can say what was done and what was not, and what was done is kept.
 from dataclasses import dataclass
 
 from . import rider_lists
-from .mail import queue_email
 from .models.site_config import MissingConfiguration, get_email
+from .outbox import queue_email
 from .signup import mail_urls
 
 RIDER_LIST = "Create the rider list"

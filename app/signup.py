@@ -7,10 +7,11 @@ from pyramid.renderers import render
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from .mail import queue_email
 from .membership import check_membership
 from .models import Brevet, BrevetRider, PopulaireRider
 from .models.site_config import MissingConfiguration, get_link
+from .outbox import queue_email
+from .tasks import update_rider_list
 
 
 def same_name(a: str, b: str) -> bool:
@@ -154,8 +155,6 @@ DEFAULT_SITE_URL = "http://randopony.invalid"
 
 
 def notify(request, event, rider) -> None:
-    from .tasks import update_rider_list
-
     context = {"event": event, "rider": rider, "urls": mail_urls(request, event)}
     try:
         context["membership_link"] = get_link(request.db, "membership_link")

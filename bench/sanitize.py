@@ -1,4 +1,4 @@
-"""Benchmark: app/sanitize.py's `sanitize()` on generated production-like databases, for this
+"""Benchmark: app/sanitize's `sanitize()` on generated production-like databases, for this
 checkout's code and, optionally, another tree's (the code before a change), on copies of the same
 database file, in the same run.
 
@@ -233,14 +233,20 @@ def add_event(conn, gen: Riders, n: int, start: datetime, count: int) -> int:
 RUN = r"""
 import json, sqlite3, sys, time
 import app
-from app import sanitize as S
-from app.models import get_engine
+from app.models import get_engine, metadata
+try:  # app/sanitize/ as a package (#13)
+    from app.sanitize.database import sanitize_with_options
+    from app.sanitize.leaks import find_leaks
+    from app.sanitize.rules import checked_options
+except ImportError:  # app/sanitize.py, the tree before it, given with --against
+    from app.sanitize import _options as checked_options, _sanitize as sanitize_with_options
+    from app.sanitize import find_leaks
 
 db, production, staging, password = sys.argv[1:5]
 engine = get_engine({"sqlalchemy.url": f"sqlite:///{db}"})  # tuned as the site's and main's
 rows = sum(
     sqlite3.connect(db).execute(f'SELECT count(*) FROM "{t.name}"').fetchone()[0]
-    for t in S._app_metadata().sorted_tables
+    for t in metadata.sorted_tables
 )
 from app.migrations import code_heads
 code_heads()  # read once per process (alembic's imports): not the rows' time
@@ -248,14 +254,14 @@ with engine.begin() as connection:
     started = time.perf_counter()
     # sanitize(), in its two parts, to time the staging password's hash (bcrypt) apart
     key = b"bench-sink-key-0123456789"
-    options = S._options("sink.invalid", production, staging, password, key)
+    options = checked_options("sink.invalid", production, staging, password, key)
     hashed = time.perf_counter() - started
     cpu = time.process_time()
-    counts = S._sanitize(connection, options)
+    counts = sanitize_with_options(connection, options)
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu
     started = time.perf_counter()
-    S.find_leaks(connection, sink_domain="sink.invalid", production_domain=production)
+    find_leaks(connection, sink_domain="sink.invalid", production_domain=production)
     scan = time.perf_counter() - started
     started = time.perf_counter()
 commit = time.perf_counter() - started

@@ -334,24 +334,27 @@ BREAKDOWN = r"""
 import json, sys, time
 from pathlib import Path
 from sqlalchemy import create_engine
-from app import sanitize as S
-from app.sanitize_files import RiderListCopy, event_uuids
+from app.models import metadata
+from app.sanitize.database import _sanitize_table, vacuum
+from app.sanitize.files import RiderListCopy, event_uuids
+from app.sanitize.leaks import find_leaks
+from app.sanitize.rules import EMPTIED, checked_options
 
 db, mirror, out, production, staging = sys.argv[1:6]
 engine = create_engine(f"sqlite:///{db}")
-options = S._options(
+options = checked_options(
     "sink.invalid", production, staging, "bench-breakdown-password", b"bench-sink-key-0123456789"
 )
 phases = {}
 started = time.perf_counter()
 with engine.begin() as connection:
     before = event_uuids(connection)
-    for table in S._app_metadata().sorted_tables:
+    for table in metadata.sorted_tables:
         t = time.perf_counter()
-        if table.name in S.EMPTIED:
+        if table.name in EMPTIED:
             connection.execute(table.delete())
         else:
-            S._sanitize_table(connection, table, options)
+            _sanitize_table(connection, table, options)
         if table.name.endswith("riders"):
             phases["rewrite " + table.name] = time.perf_counter() - t
         else:
@@ -359,7 +362,7 @@ with engine.begin() as connection:
                 time.perf_counter() - t
             )
     t = time.perf_counter()
-    S.find_leaks(connection, sink_domain="sink.invalid", production_domain=production)
+    find_leaks(connection, sink_domain="sink.invalid", production_domain=production)
     phases["find_leaks (the final scan)"] = time.perf_counter() - t
     after = event_uuids(connection)
     t = time.perf_counter()
@@ -370,7 +373,7 @@ with engine.begin() as connection:
     t = time.perf_counter()
 phases["commit"] = time.perf_counter() - t
 t = time.perf_counter()
-S._vacuum(engine)
+vacuum(engine)
 phases["VACUUM"] = time.perf_counter() - t
 phases["in all (without the process start)"] = time.perf_counter() - started
 print(json.dumps({k: round(v, 2) for k, v in phases.items()}))
@@ -380,7 +383,7 @@ print(json.dumps({k: round(v, 2) for k, v in phases.items()}))
 def sanitize_breakdown(host: BenchHost, grower: RiderGrower) -> dict:
     """Where the sanitise step's time goes: its phases run one by one, with the staging
     release's own code, on a consistent copy of production's database and the rider list
-    mirror the sync left (app.sanitize's private functions, in the order its main runs them)."""
+    mirror the sync left (app/sanitize's functions, in the order its command line runs them)."""
     staging = host.release_dir(R2)
     work = host.root / "breakdown"
     work.mkdir()

@@ -14,7 +14,6 @@ from datetime import datetime
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, inspect, select, text
 
-from app import sanitize
 from app.mail import unsent_email_ids
 from app.models import (
     Link,
@@ -24,7 +23,8 @@ from app.models import (
     get_session_factory,
     metadata,
 )
-from app.sanitize import SanitizeError, sink_address
+from app.sanitize import SanitizeError, cli, database, leaks, rules, sanitize, sink_address
+from app.sanitize.sqlite import CASE_LIKE_ASCII
 from tests.conftest import WRANGLER_EMAIL, WRANGLER_PASSWORD
 from tests.factories import make_brevet, make_brevet_rider, make_populaire, make_populaire_rider
 
@@ -32,10 +32,10 @@ PRODUCTION = "randopony.localhost"
 STAGING = "staging.randopony.localhost"
 SINK = "sink.invalid"
 STAGING_PASSWORD = "staging wrangler pw"
-# The host's sink key, as deploy.sync makes one (tests/deploy/test_sync.py checks that one).
+# The host's sink key, as deploy.flows.sync makes one (tests/deploy/test_sync.py checks that one).
 SINK_KEY = b"0123456789abcdef-test-sink-key"
 
-# The checks below are written independently of app/sanitize.py's own patterns.
+# The checks below are written independently of app/sanitize/'s own patterns.
 EMAIL_LIKE = re.compile(r"[^\s@,;:<>()\"'/]+@([A-Za-z0-9.-]+[A-Za-z0-9])")
 PRODUCTION_HOST = re.compile(r"(?<![\w.-])randopony\.localhost(?![\w-])", re.IGNORECASE)
 
@@ -44,10 +44,11 @@ PRODUCTION_HOST = re.compile(r"(?<![\w.-])randopony\.localhost(?![\w-])", re.IGN
 
 
 def test_every_personal_looking_column_of_the_models_has_a_rule():
-    assert sanitize.uncovered_columns(metadata) == [], (
-        "declare these columns in app/sanitize.py RULES (a rule, or kept/not_personal and why)"
+    assert rules.uncovered_columns(metadata) == [], (
+        "declare these columns in app/sanitize/rules.py's RULES "
+        "(a rule, or kept/not_personal and why)"
     )
-    assert sanitize.stale_rules(metadata) == []
+    assert rules.stale_rules(metadata) == []
 
 
 def test_a_new_personal_column_without_a_rule_is_reported(monkeypatch):
@@ -63,26 +64,26 @@ def test_a_new_personal_column_without_a_rule_is_reported(monkeypatch):
         Column("notes_for_the_club", Text),
         Column("joined_year", Integer),
     )
-    assert sanitize.uncovered_columns(copy) == [
+    assert rules.uncovered_columns(copy) == [
         "brevet_riders.emergency_contact_email",
         "club_members.notes_for_the_club",
         "club_members.phone",
     ]
 
     # Declaring them covers them: a rule, or saying it is not personal.
-    rules = dict(sanitize.RULES)
-    rules["brevet_riders"] = {
-        **rules["brevet_riders"],
-        "emergency_contact_email": sanitize.to_sink("a contact's address"),
+    declared = dict(rules.RULES)
+    declared["brevet_riders"] = {
+        **declared["brevet_riders"],
+        "emergency_contact_email": rules.to_sink("a contact's address"),
     }
-    rules["club_members"] = {
-        "phone": sanitize.kept("for the test"),
-        "notes_for_the_club": sanitize.not_personal("for the test"),
+    declared["club_members"] = {
+        "phone": rules.kept("for the test"),
+        "notes_for_the_club": rules.not_personal("for the test"),
     }
-    monkeypatch.setattr(sanitize, "RULES", rules)
-    assert sanitize.uncovered_columns(copy) == []
-    assert sanitize.stale_rules(copy) == []
-    assert "club_members.phone" in sanitize.stale_rules(metadata)
+    monkeypatch.setattr(rules, "RULES", declared)
+    assert rules.uncovered_columns(copy) == []
+    assert rules.stale_rules(copy) == []
+    assert "club_members.phone" in rules.stale_rules(metadata)
 
 
 # --- Addresses ----------------------------------------------------------------------------------
@@ -118,13 +119,13 @@ def test_a_sink_address_gives_nothing_of_the_address_away():
 def test_a_short_or_missing_sink_key_is_refused(app_settings):
     engine = get_engine(app_settings)
     with engine.begin() as connection, pytest.raises(ValueError, match="sink key"):
-        sanitize.sanitize(connection, **options(sink_key=b"short"))
+        sanitize(connection, **options(sink_key=b"short"))
 
 
 def test_a_sink_domain_that_could_reach_someone_is_refused(app_settings):
     engine = get_engine(app_settings)
     with engine.begin() as connection, pytest.raises(ValueError, match="not reserved"):
-        sanitize.sanitize(connection, **options(sink_domain="gmail.com"))
+        sanitize(connection, **options(sink_domain="gmail.com"))
     engine.dispose()
 
 
@@ -199,7 +200,7 @@ def run_sanitize(app_settings, **overrides) -> dict:
     engine = get_engine(app_settings)
     try:
         with engine.begin() as connection:
-            return sanitize.sanitize(connection, **options(**overrides))
+            return sanitize(connection, **options(**overrides))
     finally:
         engine.dispose()
 
@@ -479,22 +480,22 @@ def copy_database(app_settings, path) -> str:
     return str(path)
 
 
-def rules_in_python(path: str, options: sanitize.Options) -> dict[str, int]:
+def rules_in_python(path: str, options: rules.Options) -> dict[str, int]:
     """The rules as RULES and the module docstring say, applied row by row with plain sqlite3:
     a column's own rewrite, or the scrub for any other text column; NULL stays NULL."""
     counts = {}
     with sqlite3.connect(path) as connection:
         for table in metadata.sorted_tables:
-            if table.name in sanitize.EMPTIED:
+            if table.name in rules.EMPTIED:
                 counts[table.name] = connection.execute(f"DELETE FROM {table.name}").rowcount
                 continue
             rewrites = {}
             for column in table.columns:
-                rule = sanitize.rule_for(table.name, column.name)
+                rule = rules.rule_for(table.name, column.name)
                 if rule is not None and rule.rewrite is not None:
                     rewrites[column.name] = rule.rewrite
                 elif isinstance(column.type, String):
-                    rewrites[column.name] = sanitize.scrub
+                    rewrites[column.name] = rules.scrub
             counts[table.name] = 0
             if not rewrites:
                 continue
@@ -515,16 +516,16 @@ def rules_in_python(path: str, options: sanitize.Options) -> dict[str, int]:
     return counts
 
 
-def by_rows(path: str, options: sanitize.Options) -> dict[str, int]:
-    """The module's own row by row path (the one kept for other databases than SQLite)."""
+def by_rows(path: str, options: rules.Options) -> dict[str, int]:
+    """database.py's own row by row path (the one kept for other databases than SQLite)."""
     engine = get_engine({"sqlalchemy.url": f"sqlite:///{path}"})
     try:
         with engine.begin() as connection:
             return {
                 table.name: connection.execute(table.delete()).rowcount
-                if table.name in sanitize.EMPTIED
-                else sanitize._sanitize_table_by_rows(
-                    connection, table, sanitize._rewrites(table), options
+                if table.name in rules.EMPTIED
+                else database._sanitize_table_by_rows(
+                    connection, table, database._rewrites(table), options
                 )
                 for table in metadata.sorted_tables
             }
@@ -563,12 +564,12 @@ def content(path: str, original: str) -> dict[str, list[tuple]]:
 def test_the_set_based_rewrite_leaves_exactly_what_the_rules_row_by_row_leave(
     app_settings, production_like, tmp_path, monkeypatch, production
 ):
-    monkeypatch.setattr(sanitize, "_hash", lambda password: f"hash of {password}")
+    monkeypatch.setattr(rules, "_hash", lambda password: f"hash of {password}")
     add_odd_rows(app_settings, production)
     original = copy_database(app_settings, tmp_path / "original.sqlite")
     reference = copy_database(app_settings, tmp_path / "reference.sqlite")
     rows_path = copy_database(app_settings, tmp_path / "by_rows.sqlite")
-    options = sanitize._options(SINK, production, STAGING, STAGING_PASSWORD, SINK_KEY)
+    options = rules.checked_options(SINK, production, STAGING, STAGING_PASSWORD, SINK_KEY)
 
     expected_counts = rules_in_python(reference, options)
     counts = run_sanitize(app_settings, production_domain=production)
@@ -592,13 +593,14 @@ def test_the_set_based_rewrite_leaves_exactly_what_the_rules_row_by_row_leave(
 
 
 def test_the_characters_python_takes_for_ascii_are_known():
-    """SQLite's lower() only knows ASCII: the SQL that passes over values (sanitize._may_hold)
-    leaves those holding one of these to Python. No other character outside ASCII lower-cases to
-    ASCII, or matches ASCII ignoring case, in this Python's Unicode tables."""
+    """SQLite's lower() only knows ASCII: the SQL that passes over values (may_hold, in
+    app/sanitize/sqlite.py) leaves those holding one of these to Python. No other character
+    outside ASCII lower-cases to ASCII, or matches ASCII ignoring case, in this Python's Unicode
+    tables."""
     others = "".join(chr(i) for i in range(128, sys.maxunicode + 1) if not 0xD800 <= i <= 0xDFFF)
     like_ascii = set(re.findall(r"[\x00-\x7f]", others, re.IGNORECASE))
     like_ascii |= {c for c in others if any(map(str.isascii, c.lower()))}
-    assert like_ascii == set(sanitize.CASE_LIKE_ASCII)
+    assert like_ascii == set(CASE_LIKE_ASCII)
 
 
 def every_value_judged(connection) -> list[str]:
@@ -613,8 +615,8 @@ def every_value_judged(connection) -> list[str]:
                 for (value,) in raw.execute(f'SELECT "{column}" FROM "{table}"'):
                     if value is not None:
                         found += [
-                            str(sanitize.Leak(table, column, what, str(value)))
-                            for what, _ in sanitize.leaks_in(str(value), SINK, PRODUCTION)
+                            str(leaks.Leak(table, column, what, str(value)))
+                            for what, _ in leaks.leaks_in(str(value), SINK, PRODUCTION)
                         ]
     return found
 
@@ -654,7 +656,7 @@ def test_the_final_scan_finds_what_judging_every_value_in_python_finds(
             # Not SQLite's default: the scan's own SQL must not count on LIKE ignoring case.
             connection.exec_driver_sql("PRAGMA case_sensitive_like = ON")
             judged = {"sink_domain": SINK, "production_domain": PRODUCTION, "limit": 10_000}
-            found = sanitize.find_leaks(connection, **judged)
+            found = leaks.find_leaks(connection, **judged)
             assert sorted(map(str, found)) == sorted(every_value_judged(connection))
             assert len(found) > 60
             payloads = {leak.value for leak in found if leak.table == "kombu_message"}
@@ -669,7 +671,7 @@ def test_the_final_scan_finds_what_judging_every_value_in_python_finds(
                 "see randopony.localho\u017ft/x",
                 "x@sink.invalid\x00 and x@evil.example.org",
             }
-            assert len(sanitize.find_leaks(connection, **{**judged, "limit": 5})) == 5
+            assert len(leaks.find_leaks(connection, **{**judged, "limit": 5})) == 5
 
             # A value that is not text is judged as str() shows it: b'\x00...', b'\t...'
             blobs = {
@@ -680,12 +682,12 @@ def test_the_final_scan_finds_what_judging_every_value_in_python_finds(
             for blob in blobs.values():
                 connection.exec_driver_sql(insert, (blob,))
             for domain, blob in blobs.items():
-                leaks = sanitize.find_leaks(connection, **{**judged, "production_domain": domain})
-                assert [leak.value for leak in leaks if leak.value.startswith("b'")] == [str(blob)]
+                found = leaks.find_leaks(connection, **{**judged, "production_domain": domain})
+                assert [leak.value for leak in found if leak.value.startswith("b'")] == [str(blob)]
             kicks = {**judged, "production_domain": "pony.kicks.localhost"}
             [kelvin] = [
                 leak
-                for leak in sanitize.find_leaks(connection, **kicks)
+                for leak in leaks.find_leaks(connection, **kicks)
                 if leak.table == "kombu_message" and "pony." in leak.value
             ]
             assert kelvin.what == "the production hostname"
@@ -699,11 +701,11 @@ def test_a_rule_that_fails_in_sqlite_refuses_everything_with_its_own_error(
     def broken(value, options):
         if "eddy" in value:
             raise LookupError(f"cannot rewrite {value}")
-        return sanitize.sink_address_list(value, options)
+        return rules.sink_address_list(value, options)
 
-    rules = dict(sanitize.RULES)
-    rules["brevet_riders"] = {**rules["brevet_riders"], "email": sanitize.Rule("x", "y", broken)}
-    monkeypatch.setattr(sanitize, "RULES", rules)
+    declared = dict(rules.RULES)
+    declared["brevet_riders"] = {**declared["brevet_riders"], "email": rules.Rule("x", "y", broken)}
+    monkeypatch.setattr(rules, "RULES", declared)
     tables = ("wranglers", "links", "brevets", "outbound_emails")
     before = [rows(app_settings, f"SELECT * FROM {table}") for table in tables]
     with pytest.raises(LookupError, match="cannot rewrite eddy@example.org"):
@@ -736,7 +738,7 @@ def test_command_line_refuses_a_sink_key_others_can_read(
     os.chmod(key, 0o644)
     args = [write_ini(tmp_path, app_settings), "--production-domain", PRODUCTION]
     args += ["--staging-domain", STAGING, "--sink-key-file", key]
-    assert sanitize.main(args) == 2
+    assert cli.main(args) == 2
     assert "readable by others" in capsys.readouterr().err
     assert ("wranglers", "email", WRANGLER_EMAIL) in leftovers(app_settings)
 
@@ -748,7 +750,7 @@ def test_command_line_sanitises_a_staging_database(
     monkeypatch.setenv("RANDOPONY_WRANGLER_PASSWORD", STAGING_PASSWORD)
     args = [ini, "--production-domain", PRODUCTION, "--staging-domain", STAGING]
     args += ["--sink-key-file", sink_key_file(tmp_path)]
-    assert sanitize.main(args) == 0
+    assert cli.main(args) == 0
     counts = json.loads(capsys.readouterr().out)
     assert counts["outbound_emails"] == 2
     assert rows(app_settings, "SELECT email FROM wranglers ORDER BY id") == [
@@ -764,17 +766,17 @@ def test_command_line_refuses_a_production_ini_or_no_password(
     args += ["--sink-key-file", sink_key_file(tmp_path)]
     monkeypatch.setenv("RANDOPONY_WRANGLER_PASSWORD", STAGING_PASSWORD)
     production_ini = write_ini(tmp_path, app_settings, production_deployment="true")
-    assert sanitize.main([production_ini, *args]) == 2
+    assert cli.main([production_ini, *args]) == 2
     assert "production ini" in capsys.readouterr().err
 
     monkeypatch.delenv("RANDOPONY_WRANGLER_PASSWORD")
-    assert sanitize.main([write_ini(tmp_path, app_settings), *args]) == 2
+    assert cli.main([write_ini(tmp_path, app_settings), *args]) == 2
     assert "password" in capsys.readouterr().err
     assert ("wranglers", "email", WRANGLER_EMAIL) in leftovers(app_settings)
 
 
 def test_the_rule_table_lists_every_column_once():
-    described = {name: (action, reason) for name, action, reason in sanitize.describe_rules()}
+    described = {name: (action, reason) for name, action, reason in rules.describe_rules()}
     assert len(described) == sum(len(table.columns) for table in metadata.sorted_tables)
     assert described["wranglers.password_hash"][0] == "staging password"
     assert described["outbound_emails.body"][0] == "emptied"

@@ -17,9 +17,10 @@ import pytest
 from openpyxl import load_workbook
 from openpyxl.comments import Comment
 
-from app import sanitize, sanitize_files
 from app.rider_lists import FORMATS, write_rider_list
-from app.sanitize import Options, scrub, sink_address
+from app.sanitize import cli
+from app.sanitize import files as sanitize_files
+from app.sanitize.rules import Options, SanitizeError, scrub, sink_address
 from tests.conftest import ROOT, WRANGLER_EMAIL
 from tests.factories import make_brevet, make_brevet_rider, make_populaire, make_populaire_rider
 from tests.test_sanitize import (
@@ -104,7 +105,7 @@ def arguments(production, **overrides) -> list[str]:
 
 def run_main(production, monkeypatch, **overrides) -> int:
     monkeypatch.setenv("RANDOPONY_WRANGLER_PASSWORD", STAGING_PASSWORD)
-    return sanitize.main(arguments(production, **overrides))
+    return cli.main(arguments(production, **overrides))
 
 
 def event_uuid(app_settings, event) -> str:
@@ -364,7 +365,7 @@ def test_a_failure_after_the_files_are_written_removes_them_and_rolls_back(
     def broken(_connection):
         raise RuntimeError("the disk filled up")
 
-    monkeypatch.setattr(sanitize, "row_counts", broken)  # runs after the files are written
+    monkeypatch.setattr(cli, "row_counts", broken)  # runs after the files are written
     with pytest.raises(RuntimeError, match="disk filled up"):
         run_main(production, monkeypatch)
     assert not production["out"].exists()
@@ -376,7 +377,7 @@ def test_the_copy_cleans_up_after_itself_when_its_scan_refuses(production, monke
     copy = sanitize_files.RiderListCopy(production["mirror"], production["out"])
     brevet = production["brevet"]
     monkeypatch.setattr(sanitize_files, "sanitize_cell", lambda value, _options: value)
-    with pytest.raises(sanitize.SanitizeError, match="left in rider lists"):
+    with pytest.raises(SanitizeError, match="left in rider lists"):
         copy.write({brevet.uuid: str(uuid.uuid4())}, options)
     assert not production["out"].exists() and copy.written == []
 

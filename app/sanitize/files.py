@@ -1,16 +1,16 @@
-"""Staging's rider list files, made from a mirror of production's (see app/sanitize.py).
+"""Staging's rider list files, made from a mirror of production's rider lists.
 
 Rider lists (app/rider_lists.py) are named `<event uuid>.csv` and `<event uuid>.xlsx`, and the uuid
 is the organizer's secret link. Sanitising gives every event a new uuid, so a mirrored
 `<old uuid>.csv` is written as `<new uuid>.csv`; anything else in the mirror (a file of no event,
 another extension, a subdirectory, a symbolic link) is dropped. Every cell goes through the
-database's own functions with the same Options, so an address becomes the same sink address in a
-rider list as in the database.
+database's own functions (rules.py) with the same Options, so an address becomes the same sink
+address in a rider list as in the database.
 
-Then every file written is scanned the way `find_leaks` judges the database's values: the text of
-a CSV; every string cell of an XLSX and, as a safety net, every part of its zip (so a hyperlink, a
-comment or a document property cannot slip through either). Anything left refuses the whole run,
-and what was written is removed.
+Then every file written is scanned the way the leak scan (leaks.py) judges the database's values:
+the text of a CSV; every string cell of an XLSX and, as a safety net, every part of its zip (so a
+hyperlink, a comment or a document property cannot slip through either). Anything left refuses
+the whole run, and what was written is removed.
 """
 
 import csv
@@ -20,8 +20,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from .rider_lists import KINDS, write_atomically
-from .sanitize import Options, SanitizeError, leaks_in, scrub, sink_address
+from ..rider_lists import KINDS, write_atomically
+from .leaks import leaks_in
+from .rules import Options, SanitizeError, scrub, sink_address
 
 # Dropped files named in the figures; the count has them all.
 DROPPED_NAMES = 10

@@ -1,0 +1,118 @@
+"""The leak scan: what is left of production's after sanitising, judged value by value.
+
+`leaks_in` is how one value is judged: an address outside the sink or the production hostname is
+a leak. `find_leaks` scans every text column of every table in the database with it (database.py
+refuses to commit while it finds anything), and files.py scans every rider list it writes the
+same way. The scan does not depend on what the rules did: it would find what a missing or wrong
+rule left.
+"""
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from sqlalchemy import String, and_, func, inspect, select
+from sqlalchemy.sql import column as sql_column
+from sqlalchemy.sql import table as sql_table
+
+from .rules import ADDRESS, DEFAULT_SINK_DOMAIN, host_pattern, is_sink_address
+from .sqlite import may_hold, not_plain_ascii, sql_functions
+
+ADDRESS_RE = re.compile(ADDRESS)
+# A sink domain that LIKE reads literally (no "_" or "%") and matches ignoring case just as
+# Python does (ASCII only): only then may `_only_a_sink_address` pass values over.
+PLAIN_HOSTNAME = re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)*")
+
+
+@dataclass(frozen=True)
+class Leak:
+    table: str
+    column: str
+    what: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.table}.{self.column}: {self.what} in {self.value[:80]!r}"
+
+
+def find_leaks(
+    connection, *, sink_domain: str = DEFAULT_SINK_DOMAIN, production_domain: str, limit=20
+) -> list[Leak]:
+    """Addresses outside the sink and the production hostname, in every text column of every
+    table of the database (not only the models' tables), each value judged by `leaks_in`.
+
+    On SQLite the values are judged where they are, by `leaks_in` as a SQL function, and only
+    those that leak come back. SQL passes over a value only where it can tell that `leaks_in`
+    finds nothing in it (`may_hold`, `_only_a_sink_address`): the scan does not depend on what
+    the rules did. Elsewhere only values with "@" or the production hostname (LIKE) are read."""
+    if connection.dialect.name != "sqlite":
+        return _find_leaks(connection, sink_domain, production_domain, limit, in_sql=False)
+
+    def leaking(value) -> bool:
+        return bool(leaks_in(str(value), sink_domain, production_domain))
+
+    with sql_functions(connection, {"randopony_leaking": (leaking, True)}):
+        return _find_leaks(connection, sink_domain, production_domain, limit, in_sql=True)
+
+
+def _find_leaks(connection, sink_domain, production_domain, limit, *, in_sql) -> list[Leak]:
+    leaks = []
+    inspector = inspect(connection)
+    for table_name in inspector.get_table_names():
+        for info in inspector.get_columns(table_name):
+            if not isinstance(info["type"], String):
+                continue
+            name = info["name"]
+            col = sql_column(name)
+            query = select(col).select_from(sql_table(table_name, col))
+            if in_sql:
+                query = query.where(may_hold(col, production_domain))
+                sink_only = _only_a_sink_address(col, sink_domain, production_domain)
+                if sink_only is not None:
+                    query = query.where(~sink_only)
+                query = query.where(func.randopony_leaking(col)).limit(limit - len(leaks))
+            else:
+                query = query.where(col.contains("@") | col.contains(production_domain.lower()))
+            for (value,) in connection.execute(query).all():
+                leaks += [
+                    Leak(table_name, name, what, str(value))
+                    for what, _found in leaks_in(str(value), sink_domain, production_domain)
+                ]
+                if len(leaks) >= limit:
+                    return leaks[:limit]
+    return leaks
+
+
+def _only_a_sink_address(col, sink_domain: str, production_domain: str):
+    """SQL, true only for a value in which `leaks_in` cannot find anything, so it need not be
+    asked: ASCII text without a NUL whose only "@" starts its end, "@" + the sink domain (in any
+    case), and without the production hostname. Any address ADDRESS_RE finds in it holds that
+    "@", and so ends with the sink domain whole (its characters all continue a domain). None
+    when the domains are not plain ASCII hostnames (then no value is passed over this way)."""
+    if not (PLAIN_HOSTNAME.fullmatch(sink_domain) and production_domain.isascii()):
+        return None
+    return and_(
+        col.like(f"%@{sink_domain}"),
+        ~col.like("%@%@%"),
+        ~col.like(f"%{production_domain.lower()}%"),
+        ~not_plain_ascii(col),
+        func.typeof(col) == "text",
+    )
+
+
+def leaks_in(value: str, sink_domain: str, production_domain: str) -> list[tuple[str, str]]:
+    """(what, the text found) for each address outside the sink and each production hostname in
+    `value`: how a value is judged, in the database and in the rider list files alike."""
+    found = [
+        ("an address outside the sink", match.group())
+        for match in ADDRESS_RE.finditer(value)
+        if not is_sink_address(match.group(), sink_domain)
+    ]
+    host_re = _host_re(production_domain.lower())
+    found += [("the production hostname", match.group()) for match in host_re.finditer(value)]
+    return found
+
+
+@lru_cache(maxsize=8)
+def _host_re(domain: str) -> re.Pattern:
+    return re.compile(host_pattern(domain), re.IGNORECASE)
