@@ -5,7 +5,7 @@ Kept for crontab scripts written earlier, which run a release's code by this pat
 
 import sys
 
-from deploy.flows import cron_jobs
+from deploy.flows import schedule
 
 if __name__ == "__main__":
-    sys.exit(cron_jobs.main())
+    sys.exit(schedule.main())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from deploy.flows.release import DeployError, installed, read_json, runtime
+from deploy.flows.staging import DeployError, read_release_json, runtime
 from deploy.host import layout
 from deploy.remote import records
 from deploy.remote.hosts import Host
@@ -33,13 +33,17 @@ def release_for_role(target: Target, host: Host, role: str) -> str:
 
 
 def control(target: Target, role: str, *command: str) -> str:
-    with target.connected() as host:
+    target.checked()
+    host = target.connect()
+    try:
         release = release_for_role(target, host, role)
         directory = layout.release_dir(host.root, target.app_name, release)
         result = runtime(host, directory, *command, check=False)
         if result.returncode not in (0, 3):
             raise DeployError((result.stderr or result.stdout).strip())
         return result.stdout.strip()
+    finally:
+        host.close()
 
 
 def start_app(target, role):
@@ -74,7 +78,9 @@ def tail(target, role, log, lines=50):
 
 def release_rows(target: Target) -> list[dict]:
     """Every release directory on the host with its role, port, domain, state and history."""
-    with target.connected() as host:
+    target.checked()
+    host = target.connect()
+    try:
         roles = records.read_roles(host)
         role_of = {release: "bad" for release in roles.get("bad", [])}  # rolled back
         names = {"staging": "staging", "production": "production", "previous": "rollback target"}
@@ -91,12 +97,12 @@ def release_rows(target: Target) -> list[dict]:
         rows = []
         for name in sorted(listing):
             directory = webapps / name
-            info = read_json(host, directory)
+            info = read_release_json(host, directory)
             release = info.get("release")
             if not release:
                 continue
             state, crashes = "not installed", "-"
-            if installed(host, directory):
+            if host.exists(directory / layout.ENV / "bin" / "python"):
                 status = json.loads(runtime(host, directory, "status").stdout)
                 state = programs_summary(status["programs"])
                 crashes = crash_summary(status.get("crashes"))
@@ -115,6 +121,8 @@ def release_rows(target: Target) -> list[dict]:
                 }
             )
         return rows
+    finally:
+        host.close()
 
 
 def programs_summary(programs: list[dict]) -> str:

@@ -64,7 +64,9 @@ def start(
     wrangler_password: str | None = None,
 ) -> dict:
     window = minutes_value(minutes)
-    with target.connected() as host:
+    target.checked()
+    host = target.connect()
+    try:
         attempt = read_attempt(host)
         if attempt:
             raise TargetError(
@@ -72,6 +74,8 @@ def start(
                 "end it with `fab upgrade_attempt --accept` or `--cancel` first"
             )
         schedule.entry(host, REMINDER)  # refuses now, not after the promotion, without cron
+    finally:
+        host.close()
     # Every check of the promotion runs (and its plan shows) before anything changes.
     promote.ready(target, password)
     question = (
@@ -80,7 +84,8 @@ def start(
     )
     if not yes and not (confirm and confirm(question)):
         raise TargetError("not confirmed; nothing changed")
-    with target.connected() as host:
+    host = target.connect()
+    try:
         attempt = {
             "release": target.staging_release,
             "previous": target.production_release,
@@ -118,6 +123,8 @@ def start(
             ends=attempt["ends"],
         )
         return {**attempt, "sync": synced, "promotion": promoted}
+    finally:
+        host.close()
 
 
 def _production(host: Host) -> str | None:
@@ -152,7 +159,9 @@ def _close(host: Host, attempt: dict, outcome: str) -> dict:
 
 
 def accept(target: Target) -> dict:
-    with target.connected() as host:
+    target.checked()
+    host = target.connect()
+    try:
         attempt = _open_attempt(host)
         if _production(host) != attempt["release"]:
             raise TargetError(
@@ -160,6 +169,8 @@ def accept(target: Target) -> dict:
                 "it was rolled back; `fab upgrade_attempt --cancel` closes the attempt"
             )
         return _close(host, attempt, "accepted")
+    finally:
+        host.close()
 
 
 def cancel(
@@ -171,7 +182,9 @@ def cancel(
 ) -> dict:
     """Roll back with the promotion's rollback (registrations made in the window are carried
     back), or undo a promotion the attempt left unfinished; then close the attempt."""
-    with target.connected() as host:
+    target.checked()
+    host = target.connect()
+    try:
         attempt = read_attempt(host)
         if not attempt:
             raise TargetError("there is no upgrade attempt open on this host")
@@ -183,6 +196,8 @@ def cancel(
             )
         unfinished = promote._interrupted(host)
         current = _production(host)
+    finally:
+        host.close()
     rolled = None
     if unfinished is not None or current == attempt["release"]:
         # The rollback checks the fabfile against production: the attempt knows which it is.
@@ -190,9 +205,12 @@ def cancel(
             attempt.get("previous") if unfinished and unfinished["kind"] == "promote" else current
         )
         rolled = promote.rollback(target, yes=yes, confirm=confirm, password=password)
-    with target.connected() as host:
+    host = target.connect()
+    try:
         closed = _close(host, attempt, "cancelled")
         return {**closed, "rollback": rolled, "production": _production(host)}
+    finally:
+        host.close()
 
 
 def reminder(host: Host) -> str | None:
@@ -243,13 +261,17 @@ def status(host: Host) -> str | None:
 
 def host_status(target: Target) -> list[str]:
     """What `fab releases` adds under its table: the attempt, and the nightly sync."""
-    with target.connected() as host:
+    target.checked()
+    host = target.connect()
+    try:
         lines = [line for line in [status(host)] if line]
         nightly = schedule.entry(host, "sync_staging") if _has_crontab(host) else None
         if nightly:
             minute, hour = nightly.split()[:2]
             lines.append(f"sync_staging runs nightly at {int(hour):02d}:{int(minute):02d}.")
         return lines
+    finally:
+        host.close()
 
 
 def _has_crontab(host: Host) -> bool:
