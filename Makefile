@@ -6,7 +6,7 @@ UV := python3 -m uv
 # Debian packages the tests and the local host use: command that proves each is there -> package.
 DEBIAN_NEEDS := rsync:rsync /usr/sbin/sshd:openssh-server chromium:chromium wrk:wrk sqlite3:sqlite3 crontab:cron
 
-.PHONY: run stop dev test install debian-packages lint format bench clean lock
+.PHONY: run stop dev test test-fast install debian-packages lint format bench clean lock
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,11 @@ dev: install
 test: debian-packages install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+# The quick loop while editing: tests that start no process (tests/unit), in seconds.
+test-fast: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

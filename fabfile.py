@@ -17,6 +17,7 @@ from invoke import Exit
 
 from deploy.flows import app_control, promote, schedule, staging, sync
 from deploy.flows import upgrade_attempt as attempts
+from deploy.flows.release import DeployError
 from deploy.host import service
 from deploy.remote import records
 from deploy.remote.hosts import HostError
@@ -59,7 +60,7 @@ ENVIRONMENT = {
     "public_scheme": "RANDOPONY_PUBLIC_SCHEME",
     "public_port": "RANDOPONY_PUBLIC_PORT",
 }
-FAILURES = (TargetError, HostError, HostingError, staging.DeployError, records.LockHeld)
+FAILURES = (TargetError, HostError, HostingError, DeployError, records.LockHeld)
 
 
 def target() -> Target:
@@ -95,21 +96,6 @@ def wrangler_password() -> str:
         raise Exit("error: no wrangler password: set RANDOPONY_WRANGLER_PASSWORD", code=1) from None
 
 
-def journaled(name):
-    """One step of init_staging on its own, locked and journaled like the whole."""
-
-    def call(t):
-        host = t.checked().connect()
-        journal = staging.records.Journal(host, name, t.staging_release)
-        try:
-            with staging.records.host_lock(host, name, t.staging_release):
-                return getattr(staging, name)(t, host, journal)
-        finally:
-            host.close()
-
-    return call
-
-
 # Staging deployment
 
 
@@ -123,47 +109,25 @@ def init_staging(c):
 @task
 def init_staging_app(c):
     """Create the staging app (which assigns its port) and its website through the panel."""
-    t = target().checked()
-
-    def call():
-        host = t.connect()
-        try:
-            staging.init_staging_app(
-                t, host, staging.records.Journal(host, "init_staging_app", t.staging_release)
-            )
-        finally:
-            host.close()
-
-    run(call)
+    run(staging.run_one, target(), "init_staging_app")
 
 
 @task
 def rsync_code(c):
     """Copy the checkout into the staging release's src/ (rsync --delete --links)."""
-    run(journaled("rsync_code"), target())
+    run(staging.run_one, target(), "rsync_code")
 
 
 @task
 def install_app(c):
     """Virtualenv, package, credentials (0400), ini link, bin/ scripts, supervisord.conf."""
-    run(journaled("install_app"), target())
+    run(staging.run_one, target(), "install_app")
 
 
 @task
 def init_staging_db(c):
     """Initialise the staging database with staging-safe addresses and links and a wrangler."""
-    t = target().checked()
-    password = wrangler_password()
-
-    def call():
-        host = t.connect()
-        try:
-            journal = staging.records.Journal(host, "init_staging_db", t.staging_release)
-            staging.init_staging_db(t, host, journal, password)
-        finally:
-            host.close()
-
-    run(call)
+    run(staging.run_one, target(), "init_staging_db", None, wrangler_password())
 
 
 @task(default=True)
@@ -258,8 +222,7 @@ def unlock(c, yes=False):
     t = target().checked()
 
     def call():
-        host = t.connect()
-        try:
+        with t.connected() as host:
             holder = records.lock_holder(host)
             if holder is None:
                 print("The host is not locked.")
@@ -272,8 +235,6 @@ def unlock(c, yes=False):
                 raise TargetError("not confirmed; the lock stays")
             records.clear_lock(host)
             print("Lock cleared.")
-        finally:
-            host.close()
 
     run(call)
 

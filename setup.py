@@ -62,7 +62,7 @@ setup(
             "randopony-host-boot = deploy.host.boot:main",
             "randopony-release = deploy.host.release_runtime:main",
             "randopony-db-copy = deploy.host.db_copy:main",
-            "randopony-schedule = deploy.flows.schedule:main",
+            "randopony-schedule = deploy.flows.cron_jobs:main",
         ],
     },
 )

@@ -52,7 +52,7 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CHECKOUT))
 
 from bench.db_copy import clean, fsync, timed  # noqa: E402
-from deploy.flows.staging import read_release_env, read_release_json, write_bin_scripts  # noqa: E402
+from deploy.flows.release import read_json, read_release_env, write_bin_scripts  # noqa: E402
 from deploy.host import layout, paths, release_runtime, service, supervisor  # noqa: E402
 from deploy.host.db_copy import consistent_copy  # noqa: E402
 from deploy.remote.hosts import LocalHost  # noqa: E402
@@ -586,7 +586,7 @@ def seed_sequence(host: BenchHost, new: str, old: str):
             connection.symlink(f"{layout.SRC}/{ini}", new_dir / ini)
             connection.remove(new_dir / layout.ini_name("staging"))
             write_bin_scripts(connection, new_dir)
-            info = read_release_json(connection, new_dir)
+            info = read_json(connection, new_dir)
             conf = release_runtime.render_conf(
                 new_dir, ini, int(info["port"]), new, read_release_env(connection)
             )

@@ -5,7 +5,7 @@ Kept for crontab scripts written earlier, which run a release's code by this pat
 
 import sys
 
-from deploy.flows import schedule
+from deploy.flows import cron_jobs
 
 if __name__ == "__main__":
-    sys.exit(schedule.main())
+    sys.exit(cron_jobs.main())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from deploy.flows.staging import DeployError, read_release_json, runtime
+from deploy.flows.release import DeployError, installed, read_json, runtime
 from deploy.host import layout
 from deploy.remote import records
 from deploy.remote.hosts import Host
@@ -33,17 +33,13 @@ def release_for_role(target: Target, host: Host, role: str) -> str:
 
 
 def control(target: Target, role: str, *command: str) -> str:
-    target.checked()
-    host = target.connect()
-    try:
+    with target.connected() as host:
         release = release_for_role(target, host, role)
         directory = layout.release_dir(host.root, target.app_name, release)
         result = runtime(host, directory, *command, check=False)
         if result.returncode not in (0, 3):
             raise DeployError((result.stderr or result.stdout).strip())
         return result.stdout.strip()
-    finally:
-        host.close()
 
 
 def start_app(target, role):
@@ -78,9 +74,7 @@ def tail(target, role, log, lines=50):
 
 def release_rows(target: Target) -> list[dict]:
     """Every release directory on the host with its role, port, domain, state and history."""
-    target.checked()
-    host = target.connect()
-    try:
+    with target.connected() as host:
         roles = records.read_roles(host)
         role_of = {release: "bad" for release in roles.get("bad", [])}  # rolled back
         names = {"staging": "staging", "production": "production", "previous": "rollback target"}
@@ -97,12 +91,12 @@ def release_rows(target: Target) -> list[dict]:
         rows = []
         for name in sorted(listing):
             directory = webapps / name
-            info = read_release_json(host, directory)
+            info = read_json(host, directory)
             release = info.get("release")
             if not release:
                 continue
             state, crashes = "not installed", "-"
-            if host.exists(directory / layout.ENV / "bin" / "python"):
+            if installed(host, directory):
                 status = json.loads(runtime(host, directory, "status").stdout)
                 state = programs_summary(status["programs"])
                 crashes = crash_summary(status.get("crashes"))
@@ -121,8 +115,6 @@ def release_rows(target: Target) -> list[dict]:
                 }
             )
         return rows
-    finally:
-        host.close()
 
 
 def programs_summary(programs: list[dict]) -> str:

@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
 
-from deploy.flows.staging import DeployError, read_release_json, runtime
+from deploy.flows import release as release_ops
+from deploy.flows.promotion_decision import saved_releases
+from deploy.flows.release import DeployError, runtime
+from deploy.flows.steps import Run, Step, StepFailed, run_steps
 from deploy.host import layout
 from deploy.remote import records
-from deploy.remote.hosts import Host, HostError, check_under_root
-from deploy.remote.panel_client import HostingAPI, HostingError, Website
+from deploy.remote.hosts import Host, check_under_root
+from deploy.remote.panel_client import HostingAPI, Website
 from deploy.remote.target import Target, TargetError, hosting_session
 
 WHOLE_NUMBER = re.compile(r"^[0-9]{1,4}$")
@@ -99,11 +102,11 @@ def interrupted_promotion(host: Host) -> None:
     if text is None:
         return
     try:
-        state = json.loads(text)
-    except ValueError:
-        state = {}
+        incoming, outgoing = saved_releases(json.loads(text))
+    except (ValueError, AttributeError):
+        incoming, outgoing = None, None
     raise TargetError(
-        f"a promotion of {state.get('new', '?')} (replacing {state.get('old') or 'nothing'}) "
+        f"a promotion of {incoming or '?'} (replacing {outgoing or 'nothing'}) "
         "was interrupted: finish it with `fab promote_staging_to_production --resume` or undo "
         "it with `fab rollback_production` before cleaning up; nothing changed"
     )
@@ -121,7 +124,7 @@ def release_directories(target: Target, host: Host) -> tuple[list[Release], list
         if not entry.startswith(target.app_name):
             continue  # another app's directory
         directory = webapps / entry
-        info = read_release_json(host, directory) if host.is_dir(directory) else {}
+        info = release_ops.read_json(host, directory) if host.is_dir(directory) else {}
         name = info.get("release")
         try:
             is_release = bool(name) and target.webapp(name) == entry
@@ -130,7 +133,7 @@ def release_directories(target: Target, host: Host) -> tuple[list[Release], list
         if not is_release:
             ignored.append(entry)
             continue
-        installed = host.exists(directory / layout.ENV / "bin" / "python")
+        installed = release_ops.installed(host, directory)
         age, when = _age(host, directory, info)
         releases.append(Release(name, directory, age, installed, when))
     return releases, ignored
@@ -198,38 +201,81 @@ def amount(size: int) -> str:
     return f"{size} bytes"
 
 
-def remove_release(
-    target: Target, host: Host, api: HostingAPI, release: str, journal: records.Journal
-) -> int:
-    """Stop, detach, delete, remove; each part skipped when already done. Returns the bytes
-    the directory held (du -sb; files hard-linked elsewhere are counted too)."""
-    directory = check_under_root(host.root, layout.release_dir(host.root, target.app_name, release))
-    name = target.webapp(release)
-    if host.exists(directory / layout.ENV / "bin" / "python"):
-        with journal.step("stop_supervisor"):
-            answer = runtime(host, directory, "stop-supervisor", check=False)
-            said = (answer.stdout or answer.stderr).strip()
-            if answer.returncode != 0 and api.app(name) is not None and api.app_answers(name):
-                raise DeployError(f"{release} still answers and did not stop: {said}")
-            target.echo(f"  {said or 'supervisord: no answer'}")
-    site = api.website(name)
-    if site is not None:
-        if target.production_domain in site.subdomains:
-            raise DeployError(f"website {name} serves {target.production_domain}; it stays")
-        with journal.step("delete_website"):
-            api.delete_website(name, site.ip)
-        target.echo(f"  website {name} deleted ({', '.join(site.subdomains) or 'no domains'})")
-    if api.app(name) is not None:
-        with journal.step("delete_app"):
-            api.delete_app(name)
-        target.echo(f"  app {name} deleted")
-    size = 0
-    if host.exists(directory):
-        size = int(host.run(["du", "-sb", "--", str(directory)]).stdout.split()[0])
-        with journal.step("remove_directory"):
-            host.remove(directory)  # a tree, locally and over SSH; never the host root
-        target.echo(f"  {directory} removed")
-    return size
+@dataclass
+class Removal(Run):
+    """The removal of one release: stop, detach, delete, remove, each skipped once done, so
+    running cleanup again after a failure finishes the job."""
+
+    api: HostingAPI
+    release: str
+    freed: int = 0  # the bytes the directory held (du -sb; hard links elsewhere counted too)
+
+    @property
+    def task(self) -> str:
+        return "cleanup_releases"
+
+    @property
+    def subject(self) -> str:
+        return self.release
+
+    @property
+    def directory(self) -> PurePosixPath:
+        path = layout.release_dir(self.host.root, self.target.app_name, self.release)
+        return check_under_root(self.host.root, path)
+
+    @property
+    def name(self) -> str:
+        return self.target.webapp(self.release)
+
+
+def stop_supervisor(r: Removal) -> None:
+    answer = runtime(r.host, r.directory, "stop-supervisor", check=False)
+    said = (answer.stdout or answer.stderr).strip()
+    if answer.returncode != 0 and r.api.app(r.name) is not None and r.api.app_answers(r.name):
+        raise DeployError(f"{r.release} still answers and did not stop: {said}")
+    r.target.echo(f"  {said or 'supervisord: no answer'}")
+
+
+def delete_website(r: Removal) -> None:
+    site = r.api.website(r.name)
+    if r.target.production_domain in site.subdomains:
+        raise DeployError(f"website {r.name} serves {r.target.production_domain}; it stays")
+    r.api.delete_website(r.name, site.ip)
+    r.target.echo(f"  website {r.name} deleted ({', '.join(site.subdomains) or 'no domains'})")
+
+
+def delete_app(r: Removal) -> None:
+    r.api.delete_app(r.name)
+    r.target.echo(f"  app {r.name} deleted")
+
+
+def remove_directory(r: Removal) -> None:
+    r.freed = int(r.host.run(["du", "-sb", "--", str(r.directory)]).stdout.split()[0])
+    r.host.remove(r.directory)  # a tree, locally and over SSH; never the host root
+    r.target.echo(f"  {r.directory} removed")
+
+
+REMOVAL_STEPS = (
+    Step(
+        "stop_supervisor",
+        "stops its supervisord, app and worker",
+        stop_supervisor,
+        lambda r: release_ops.installed(r.host, r.directory),
+    ),
+    Step(
+        "delete_website",
+        "its website leaves the panel",
+        delete_website,
+        lambda r: r.api.website(r.name) is not None,
+    ),
+    Step("delete_app", "its app leaves the panel", delete_app, lambda r: r.api.app(r.name)),
+    Step(
+        "remove_directory",
+        "its directory goes",
+        remove_directory,
+        lambda r: r.host.exists(r.directory),
+    ),
+)
 
 
 def cleanup_releases(
@@ -241,9 +287,7 @@ def cleanup_releases(
     password: str | None = None,
 ) -> dict:
     keep = keep_count(keep)
-    target.checked()
-    host = target.connect()
-    try:
+    with target.connected() as host:
         interrupted_promotion(host)
         with hosting_session(target, host, password) as api:
             plan = make_plan(target, host, api, keep)
@@ -262,8 +306,6 @@ def cleanup_releases(
                         "run cleanup_releases again"
                     )
                 return _remove(target, host, api, plan.remove, kept)
-    finally:
-        host.close()
 
 
 def _remove(
@@ -272,33 +314,32 @@ def _remove(
     removed: list[str] = []
     freed = 0
     started = time.monotonic()
-    for release in releases:
-        target.echo(f"→ removing {release} ({len(removed) + 1} of {len(releases)})")
+    for name in releases:
+        target.echo(f"→ removing {name} ({len(removed) + 1} of {len(releases)})")
         release_started = time.monotonic()
+        removal = Removal(target, host, api, name)
         try:
-            size = remove_release(
-                target, host, api, release, records.Journal(host, "cleanup_releases", release)
-            )
-        except (HostError, HostingError, DeployError, TargetError) as error:
-            target.echo(f"✗ {release} failed after {time.monotonic() - release_started:.1f} s")
+            run_steps(removal, REMOVAL_STEPS)
+        except StepFailed as error:
+            target.echo(f"✗ {name} failed after {time.monotonic() - release_started:.1f} s")
             records.record_event(
                 host,
                 "cleanup_releases",
                 removed=removed,
                 kept=kept,
                 freed_bytes=freed,
-                failed=release,
+                failed=name,
                 error=str(error)[:2000],
             )
             done = f"removed so far: {', '.join(removed)}. " if removed else ""
             raise DeployError(
-                f"removing {release} failed: {error}\n{done}Fix the cause, then run "
+                f"removing {name} failed: {error}\n{done}Fix the cause, then run "
                 "`fab cleanup_releases` again: it picks up where this stopped."
             ) from None
-        removed.append(release)
-        freed += size
+        removed.append(name)
+        freed += removal.freed
         target.echo(
-            f"✓ {release} removed: {amount(size)} freed "
+            f"✓ {name} removed: {amount(removal.freed)} freed "
             f"({time.monotonic() - release_started:.1f} s)"
         )
     seconds = round(time.monotonic() - started, 2)

@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from deploy.flows import promote, staging
+from deploy.flows.release import DeployError
 from deploy.host import paths, service, supervisor
 from deploy.remote import records
 from deploy.remote.target import CHECKOUT, Target, TargetError
@@ -71,7 +72,7 @@ def up() -> int:
     import fabfile  # the checkout's own values: what `fab` uses afterwards
 
     try:
-        roles = records.read_roles(fabfile.target().checked().connect())
+        roles = host_roles(fabfile.target())
         if roles["production"] is None:
             # A new machine: the checkout goes live as production first, with demo events.
             first = Target(host_root=str(ROOT), checkout=CHECKOUT, staging_release=FIRST_PRODUCTION)
@@ -79,11 +80,11 @@ def up() -> int:
                 staging.init_staging(first, password, DEV_WRANGLER_PASSWORD)
             promote.promote(first, yes=True, wrangler_password=DEV_WRANGLER_PASSWORD, demo=True)
         target = fabfile.target()
-        if records.read_roles(target.checked().connect())["staging"] == target.staging_release:
+        if host_roles(target)["staging"] == target.staging_release:
             address = staging.deploy_staging(target)
         else:
             address = staging.init_staging(target, password, DEV_WRANGLER_PASSWORD)
-    except (TargetError, staging.DeployError) as error:
+    except (TargetError, DeployError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     production = f"http://{target.production_domain}:{staging.router_port(target)}/"
@@ -107,10 +108,15 @@ def up() -> int:
     return 0
 
 
+def host_roles(target: Target) -> dict:
+    with target.connected() as host:
+        return records.read_roles(host)
+
+
 def production_answers(target, timeout: float = 60) -> dict:
     """Production's /up through the router, as a browser reaches it; polled until it answers
     200 from the release the host calls production, or the time is up."""
-    expected = records.read_roles(target.checked().connect())["production"]
+    expected = host_roles(target)["production"]
     port = staging.router_port(target)
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/up", headers={"Host": f"{target.production_domain}:{port}"}

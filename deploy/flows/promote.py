@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from deploy.flows import cutover_plan
+from deploy.flows import cutover_plan, release
 from deploy.flows.promotion_decision import (
     RESUME,
     SHOW,
@@ -26,20 +26,21 @@ from deploy.flows.promotion_decision import (
     check_production,
     decide_promotion,
     decide_rollback,
+    saved_releases,
 )
-from deploy.flows.staging import (
+from deploy.flows.release import (
     DeployError,
     read_release_env,
-    read_release_json,
     runtime,
-    site_url,
     write_bin_scripts,
 )
+from deploy.flows.staging import site_url
+from deploy.flows.steps import Run, Step, StepFailed, run_steps
 from deploy.host import layout, release_runtime
 from deploy.remote import file_mirror, records
 from deploy.remote.file_mirror import RIDER_LISTS
 from deploy.remote.hosts import Host, HostError
-from deploy.remote.panel_client import HostingAPI, HostingError
+from deploy.remote.panel_client import HostingAPI
 from deploy.remote.target import Target, TargetError, hosting_session
 
 # Long enough for the copy, the migration and the new release's start on a large database; the
@@ -53,22 +54,19 @@ def promotion_file(root: PurePosixPath) -> PurePosixPath:
 
 
 @dataclass
-class Promotion:
-    """What the steps share; saved on the host so --resume can pick it up."""
+class Promotion(Run):
+    """What the steps share; saved on the host so --resume can pick it up. A promotion and a
+    rollback are both a release coming into production (`incoming`) and one going out of it
+    (`outgoing`): in a rollback the incoming release is the previous one, coming back."""
 
-    target: Target
-    host: Host
     api: HostingAPI
-    new: str | None
-    old: str | None
+    incoming: str | None
+    outgoing: str | None
     wrangler_password: str | None = None
     demo: bool = False
-    # "promote", or "rollback": then `new` is the release coming back and `old` the one going.
-    kind: str = "promote"
+    kind: str = "promote"  # or "rollback"
     # A rollback of an interrupted promotion: the steps that promotion had done.
     undo: list[str] | None = None
-    done: list[str] = field(default_factory=list)
-    durations: dict[str, float] = field(default_factory=dict)
     held_at: float | None = None
     hold_seconds: float | None = None
     copied_bytes: int = 0
@@ -79,16 +77,16 @@ class Promotion:
     code_head: str | None = None
 
     @property
-    def new_dir(self) -> PurePosixPath | None:
-        if self.new is None:
+    def incoming_dir(self) -> PurePosixPath | None:
+        if self.incoming is None:
             return None
-        return layout.release_dir(self.host.root, self.target.app_name, self.new)
+        return self.release_dir(self.incoming)
 
     @property
-    def old_dir(self) -> PurePosixPath | None:
-        if self.old is None:
+    def outgoing_dir(self) -> PurePosixPath | None:
+        if self.outgoing is None:
             return None
-        return layout.release_dir(self.host.root, self.target.app_name, self.old)
+        return self.release_dir(self.outgoing)
 
     def webapp(self, release: str) -> str:
         return self.target.webapp(release)
@@ -96,32 +94,48 @@ class Promotion:
     def release_dir(self, release: str) -> PurePosixPath:
         return layout.release_dir(self.host.root, self.target.app_name, release)
 
-    def save(self) -> None:
-        state = {
+    @property
+    def task(self) -> str:
+        return self.kind
+
+    @property
+    def subject(self) -> str | None:
+        return self.incoming or self.outgoing
+
+    def state_file(self) -> PurePosixPath:
+        return promotion_file(self.host.root)
+
+    def state(self) -> dict:
+        return {
             "kind": self.kind,
             "undo": self.undo,
-            "new": self.new,
-            "old": self.old,
+            "incoming": self.incoming,
+            "outgoing": self.outgoing,
             "demo": self.demo,
-            "done": self.done,
-            "durations": self.durations,
             "hold_seconds": self.hold_seconds,
             "copied_bytes": self.copied_bytes,
             "sizes": self.sizes,
             "estimates": self.estimates,
             "code_head": self.code_head,
-            "by": records.who(),
-            "updated": records.now(),
         }
-        self.host.write_text(promotion_file(self.host.root), json.dumps(state, indent=2) + "\n")
 
+    def restore(self, state: dict) -> None:
+        super().restore(state)
+        self.copied_bytes = state.get("copied_bytes", 0)
+        self.hold_seconds = state.get("hold_seconds")
+        self.sizes = state.get("sizes") or {}
+        self.estimates = state.get("estimates") or {}
+        self.code_head = state.get("code_head")
 
-@dataclass(frozen=True)
-class Step:
-    name: str
-    changes: str
-    run: Callable[[Promotion], None]
-    applies: Callable[[Promotion], bool] = lambda p: True
+    def crash_names(self, boundary: str) -> tuple[str, ...]:
+        # A bare step name means the promotion's ("hold_writes" is "promote:hold_writes").
+        if self.kind == "promote":
+            return (f"promote:{boundary}", boundary)
+        return (f"{self.kind}:{boundary}",)
+
+    def before(self, step: Step) -> None:
+        if step.name == "switch_domain" and "hold_writes" in self.done and self.held_at is None:
+            self.held_at = time.monotonic()  # resumed under a hold: count from here
 
 
 # The steps, in order.
@@ -131,37 +145,41 @@ ASIDE = "staging-aside"
 
 
 def stop_staging(p: Promotion) -> None:
-    p.target.echo("  " + runtime(p.host, p.new_dir, "stop-supervisor").stdout.strip())
+    p.target.echo("  " + runtime(p.host, p.incoming_dir, "stop-supervisor").stdout.strip())
 
 
 def prepare_release(p: Promotion) -> None:
     """Staging's data goes aside (back if the promotion is undone, deleted once it is recorded)
     and its logs go; the release now reads production.ini, and its website lets go of the
     staging domain so production's data is never shown there."""
-    aside = p.new_dir / ASIDE
+    aside = p.incoming_dir / ASIDE
     p.host.mkdir(aside)
     # Staging's mail queue goes too: production must not send staging's mail.
     for name in layout.database_files("staging"):
-        if p.host.exists(p.new_dir / name):
-            p.host.run(["mv", "-f", "--", str(p.new_dir / name), str(aside / name)])
+        if p.host.exists(p.incoming_dir / name):
+            p.host.run(["mv", "-f", "--", str(p.incoming_dir / name), str(aside / name)])
     if not p.host.exists(aside / layout.CREDENTIALS):
-        credentials = p.host.read_text(p.new_dir / layout.CREDENTIALS) or ""
+        credentials = p.host.read_text(p.incoming_dir / layout.CREDENTIALS) or ""
         p.host.write_text(aside / layout.CREDENTIALS, credentials, mode=0o400)
     # Staging's rider lists make room for production's; an empty folder aside if it had none,
     # so that undoing knows the lists in the release are production's.
     if not p.host.exists(aside / RIDER_LISTS):
-        if p.host.exists(p.new_dir / RIDER_LISTS):
-            p.host.run(["mv", "-T", "--", str(p.new_dir / RIDER_LISTS), str(aside / RIDER_LISTS)])
+        if p.host.exists(p.incoming_dir / RIDER_LISTS):
+            p.host.run(
+                ["mv", "-T", "--", str(p.incoming_dir / RIDER_LISTS), str(aside / RIDER_LISTS)]
+            )
         else:
             p.host.mkdir(aside / RIDER_LISTS)
     for name in layout.LOGS.values():
-        p.host.remove(p.new_dir / name)
-    set_role(p.host, p.new_dir, p.new, "production", site_url(p.target, p.host, "production"))
-    _set_website_domains(p, p.new, [])
+        p.host.remove(p.incoming_dir / name)
+    set_role(
+        p.host, p.incoming_dir, p.incoming, "production", site_url(p.target, p.host, "production")
+    )
+    _set_website_domains(p, p.incoming, [])
     production_session_secret(p)
 
 
-def set_role(host: Host, directory: PurePosixPath, release: str, role: str, url: str) -> None:
+def set_role(host: Host, directory: PurePosixPath, name: str, role: str, url: str) -> None:
     """The release reads `role`'s ini: the link, bin/ scripts, supervisord.conf, release.json."""
     ini = layout.ini_name(role)
     host.symlink(f"{layout.SRC}/{ini}", directory / ini)
@@ -169,30 +187,26 @@ def set_role(host: Host, directory: PurePosixPath, release: str, role: str, url:
         if other != role:
             host.remove(directory / layout.ini_name(other))
     write_bin_scripts(host, directory)
-    info = read_release_json(host, directory)
+    info = release.read_json(host, directory)
     conf = release_runtime.render_conf(
         directory,
         ini,
         int(info["port"]),
-        release,
+        name,
         {**read_release_env(host, role), "RANDOPONY_SITE_URL": url},
         processes=release_runtime.app_processes(info),
     )
     # 0600: its environment= lines carry release.env's values (an SMTP password).
     host.write_text(directory / layout.SUPERVISORD_CONF, conf, mode=0o600)
     info["role"] = role
-    host.write_text(directory / layout.RELEASE_JSON, json.dumps(info, indent=2) + "\n")
+    release.write_json(host, directory, info)
 
 
-def _set_website_domains(p: Promotion, release: str, domains: list[str]) -> None:
-    name = p.webapp(release)
+def _set_website_domains(p: Promotion, which: str, domains: list[str]) -> None:
+    name = p.webapp(which)
     ip = (p.api.list_ips() or ["127.0.0.1"])[0]
     p.api.update_website(name, ip, False, domains, [(name, "/")])
-    info = read_release_json(p.host, p.release_dir(release))
-    info["domain"] = domains[0] if domains else None
-    p.host.write_text(
-        p.release_dir(release) / layout.RELEASE_JSON, json.dumps(info, indent=2) + "\n"
-    )
+    release.update_json(p.host, p.release_dir(which), domain=domains[0] if domains else None)
 
 
 def production_session_secret(p: Promotion) -> None:
@@ -203,9 +217,11 @@ def production_session_secret(p: Promotion) -> None:
     secret stays aside with its other files, for an undo."""
     from app.settings import credentials_text, new_credentials, parse_credentials
 
-    new = parse_credentials(p.host.read_text(p.new_dir / layout.CREDENTIALS))
-    old = parse_credentials(p.host.read_text(p.old_dir / layout.CREDENTIALS)) if p.old else {}
-    staging = parse_credentials(p.host.read_text(p.new_dir / ASIDE / layout.CREDENTIALS))
+    new = parse_credentials(p.host.read_text(p.incoming_dir / layout.CREDENTIALS))
+    old = {}
+    if p.outgoing:
+        old = parse_credentials(p.host.read_text(p.outgoing_dir / layout.CREDENTIALS))
+    staging = parse_credentials(p.host.read_text(p.incoming_dir / ASIDE / layout.CREDENTIALS))
     secret = old.get("session_secret")
     if not secret:
         if new.get("session_secret") not in (None, "", staging.get("session_secret")):
@@ -214,12 +230,12 @@ def production_session_secret(p: Promotion) -> None:
     if new.get("session_secret") == secret:
         return
     new["session_secret"] = secret
-    p.host.write_text(p.new_dir / layout.CREDENTIALS, credentials_text(new), mode=0o400)
+    p.host.write_text(p.incoming_dir / layout.CREDENTIALS, credentials_text(new), mode=0o400)
 
 
 def init_production_db(p: Promotion) -> None:
     argv = [
-        str(p.new_dir / layout.ENV / "bin" / "initialize_RandoPony_db"),
+        str(p.incoming_dir / layout.ENV / "bin" / "initialize_RandoPony_db"),
         layout.ini_name("production"),
         "--wrangler-email",
         p.target.wrangler_email,
@@ -227,26 +243,26 @@ def init_production_db(p: Promotion) -> None:
     if p.demo:
         argv.append("--demo")
     env = {"RANDOPONY_WRANGLER_PASSWORD": p.wrangler_password} if p.wrangler_password else {}
-    p.host.run(argv, cwd=p.new_dir, env=env)
+    p.host.run(argv, cwd=p.incoming_dir, env=env)
 
 
 def stop_old_worker(p: Promotion) -> None:
     """Before the hold: its queue is carried forward, so mail queued from now on is sent once,
     by the new release's worker."""
-    p.target.echo("  " + runtime(p.host, p.old_dir, "stop-worker").stdout.strip())
+    p.target.echo("  " + runtime(p.host, p.outgoing_dir, "stop-worker").stdout.strip())
 
 
 def hold_writes(p: Promotion) -> None:
-    domains = p.api.hold_writes(p.webapp(p.old), HOLD_SECONDS)
+    domains = p.api.hold_writes(p.webapp(p.outgoing), HOLD_SECONDS)
     p.held_at = time.monotonic()
     p.target.echo(f"  writes to {', '.join(domains)} held; reads go on; writes under way finished")
 
 
 def _db_copy(p: Promotion, name: str, *options: str, run_in: PurePosixPath | None = None) -> dict:
-    """The database copier on the host, from the old release's directory into the new one's,
-    run by the new release's code unless `run_in` names another release."""
-    runner = run_in or p.new_dir
-    source, destination = str(p.old_dir / name), str(p.new_dir / name)
+    """The database copier on the host, from the outgoing release's directory into the incoming
+    one's, run by the incoming release's code unless `run_in` names another release."""
+    runner = run_in or p.incoming_dir
+    source, destination = str(p.outgoing_dir / name), str(p.incoming_dir / name)
     # Run from the release's directory: a legacy `-m` imports from the working directory first.
     answer = p.host.run(
         layout.release_program(runner, "randopony-db-copy", source, destination, *options),
@@ -260,9 +276,9 @@ def precopy_databases(p: Promotion, run_in: PurePosixPath | None = None) -> None
     for a promotion, the new code's alembic head, so the hold starts no alembic process when
     there is nothing to migrate."""
     if p.kind == "promote":
-        p.code_head = _alembic_heads(p.host, p.new_dir)[0]
+        p.code_head = release.alembic_heads(p.host, p.incoming_dir, "production")[0]
     for name in DB_NAMES:
-        if p.host.exists(p.old_dir / name):
+        if p.host.exists(p.outgoing_dir / name):
             copied = _db_copy(p, name, "--precopy", run_in=run_in)
             p.target.echo(
                 f"  {name}: {copied.get('bytes_copied', 0) / 1e6:.1f} MB ahead of the hold"
@@ -272,7 +288,7 @@ def precopy_databases(p: Promotion, run_in: PurePosixPath | None = None) -> None
 def copy_databases(p: Promotion, run_in: PurePosixPath | None = None) -> None:
     total = 0
     for name in DB_NAMES:
-        if not p.host.exists(p.old_dir / name):
+        if not p.host.exists(p.outgoing_dir / name):
             continue
         copied = _db_copy(p, name, run_in=run_in)
         total += int(copied.get("db_bytes", 0)) + int(copied.get("wal_bytes", 0))
@@ -285,14 +301,15 @@ def copy_databases(p: Promotion, run_in: PurePosixPath | None = None) -> None:
 
 
 def _rsync_files(p: Promotion, when: str) -> None:
-    """The old release's rider lists into the new one's, as rsync sees them: every file the
-    first time, only what changed since the next. The old release's files are only read."""
-    source = p.old_dir / RIDER_LISTS
+    """The outgoing release's rider lists into the incoming one's, as rsync sees them: every
+    file the first time, only what changed since the next. The outgoing release's files are only
+    read."""
+    source = p.outgoing_dir / RIDER_LISTS
     if not p.host.is_dir(source):
         p.target.echo("  no rider lists to carry")
         return
     try:
-        stats = file_mirror.mirror(p.host, source, p.new_dir / RIDER_LISTS)
+        stats = file_mirror.mirror(p.host, source, p.incoming_dir / RIDER_LISTS)
     except HostError as error:
         raise DeployError(str(error)) from None
     p.target.echo(
@@ -309,19 +326,6 @@ def copy_files(p: Promotion) -> None:
     _rsync_files(p, "under the hold")
 
 
-def _alembic_heads(host: Host, directory: PurePosixPath) -> list[str]:
-    answer = host.run(
-        [
-            str(directory / layout.ENV / "bin" / "alembic"),
-            "-c",
-            layout.ini_name("production"),
-            "heads",
-        ],
-        cwd=directory,
-    )
-    return [word for word in answer.stdout.split() if word != "(head)"]
-
-
 REVISION = (
     "import sqlite3, sys; "
     "print(sqlite3.connect(sys.argv[1]).execute('SELECT version_num FROM alembic_version')"
@@ -331,38 +335,25 @@ REVISION = (
 
 def migrate_database(p: Promotion) -> None:
     if p.code_head:
-        database = p.new_dir / DB_NAMES[0]
-        python = str(p.new_dir / layout.ENV / "bin" / "python")
+        database = p.incoming_dir / DB_NAMES[0]
+        python = str(p.incoming_dir / layout.ENV / "bin" / "python")
         current = p.host.run([python, "-c", REVISION, str(database)], check=False).stdout.strip()
         if current == p.code_head:
             p.target.echo(f"  already at the code's head {current}: no alembic run")
             return
-    answer = p.host.run(
-        [
-            str(p.new_dir / layout.ENV / "bin" / "alembic"),
-            "-c",
-            layout.ini_name("production"),
-            "upgrade",
-            "head",
-        ],
-        cwd=p.new_dir,
-    )
-    said = [
-        line for line in (answer.stdout + answer.stderr).splitlines() if "Running upgrade" in line
-    ]
-    p.target.echo(
-        "  " + ("; ".join(s.split("] ")[-1] for s in said) or "already at the code's head")
-    )
+    answer = release.alembic(p.host, p.incoming_dir, "production", "upgrade", "head")
+    ran = release.upgrades_ran(answer)
+    p.target.echo("  " + ("; ".join(ran) or "already at the code's head"))
 
 
 def start_new_release(p: Promotion) -> None:
     """The app only: the worker starts once the release serves production, so until then
     nothing but the migration has touched the copied data, and undoing needs no copy back."""
-    said = runtime(p.host, p.new_dir, "start-supervisor", "--app-only", check=False)
+    said = runtime(p.host, p.incoming_dir, "start-supervisor", "--app-only", check=False)
     if said.returncode != 0:
         raise DeployError(f"the new release does not start: {said.stderr.strip()}")
     p.target.echo("  " + said.stdout.strip())
-    answer = runtime(p.host, p.new_dir, "wait-up", "--timeout", "60", check=False)
+    answer = runtime(p.host, p.incoming_dir, "wait-up", "--timeout", "60", check=False)
     if answer.returncode != 0:
         raise DeployError(f"the new release does not report healthy: {answer.stdout.strip()}")
     p.target.echo(f"  /up: {answer.stdout.strip()}")
@@ -373,36 +364,36 @@ def switch_domain(p: Promotion) -> None:
     held writes go, to the new release. Between the two calls the router holds the domain's
     requests instead of failing them."""
     domain = p.target.production_domain
-    if p.old:
-        old_site = p.api.website(p.webapp(p.old))
+    if p.outgoing:
+        old_site = p.api.website(p.webapp(p.outgoing))
         if old_site is not None and domain in old_site.subdomains:
             rest = [d for d in old_site.subdomains if d != domain]
-            _set_website_domains(p, p.old, rest)
-    _set_website_domains(p, p.new, [domain])
-    if p.old:
-        p.api.release_writes(p.webapp(p.old))
+            _set_website_domains(p, p.outgoing, rest)
+    _set_website_domains(p, p.incoming, [domain])
+    if p.outgoing:
+        p.api.release_writes(p.webapp(p.outgoing))
         if p.held_at is not None:
             p.hold_seconds = round(time.monotonic() - p.held_at, 3)
-    p.target.echo(f"  http://{domain}/ now served by {p.webapp(p.new)}")
+    p.target.echo(f"  http://{domain}/ now served by {p.webapp(p.incoming)}")
 
 
 def start_new_worker(p: Promotion) -> None:
-    p.target.echo("  " + runtime(p.host, p.new_dir, "start-worker").stdout.strip())
+    p.target.echo("  " + runtime(p.host, p.incoming_dir, "start-worker").stdout.strip())
 
 
 def stop_old_release(p: Promotion) -> None:
-    left = p.api.wait_app_idle(p.webapp(p.old), 30)
+    left = p.api.wait_app_idle(p.webapp(p.outgoing), 30)
     if left:
         p.target.echo(f"  {left} request(s) still under way at the old release after 30 s")
-    p.target.echo("  " + runtime(p.host, p.old_dir, "stop-supervisor").stdout.strip())
+    p.target.echo("  " + runtime(p.host, p.outgoing_dir, "stop-supervisor").stdout.strip())
 
 
 def record_promotion(p: Promotion) -> None:
     roles = records.read_roles(p.host)
-    roles.update(production=p.new, previous=p.old, staging=None)
+    roles.update(production=p.incoming, previous=p.outgoing, staging=None)
     records.write_roles(p.host, roles)
-    p.host.remove(p.new_dir / ASIDE)
-    records.record_event(p.host, "promote", release=p.new, previous=p.old, **_figures(p))
+    p.host.remove(p.incoming_dir / ASIDE)
+    records.record_event(p.host, "promote", release=p.incoming, previous=p.outgoing, **_figures(p))
 
 
 def _figures(p: Promotion) -> dict:
@@ -418,11 +409,11 @@ def _figures(p: Promotion) -> dict:
 
 
 def first(p: Promotion) -> bool:
-    return p.old is None
+    return p.outgoing is None
 
 
 def over_old(p: Promotion) -> bool:
-    return p.old is not None
+    return p.outgoing is not None
 
 
 STEPS = (
@@ -489,8 +480,8 @@ STEPS = (
 )
 
 
-# Rolling back: the same machinery, pointed the other way. `new` is the release that comes
-# back, `old` the one that goes. After a promotion that moved the domain, registrations made
+# Rolling back: the same machinery, pointed the other way. `incoming` is the release that comes
+# back, `outgoing` the one that goes. After a promotion that moved the domain, registrations made
 # since are kept: the current database is copied back and migrated down with the newer
 # release's scripts. A promotion that never moved the domain is undone without a copy: the
 # production database was never written by anything but the production release.
@@ -505,59 +496,49 @@ def undoing(p: Promotion) -> bool:
 
 
 def undoing_over_previous(p: Promotion) -> bool:
-    return undoing(p) and p.new is not None
+    return undoing(p) and p.incoming is not None
 
 
 def stop_previous_release(p: Promotion) -> None:
     """Its database is about to be replaced: nothing may have it open."""
-    p.target.echo("  " + runtime(p.host, p.new_dir, "stop-supervisor").stdout.strip())
+    p.target.echo("  " + runtime(p.host, p.incoming_dir, "stop-supervisor").stdout.strip())
 
 
 def precopy_back(p: Promotion) -> None:
     """The bulk of the current data, before writes are held (by the current release's code)."""
-    precopy_databases(p, run_in=p.old_dir)
+    precopy_databases(p, run_in=p.outgoing_dir)
 
 
 def copy_back(p: Promotion) -> None:
     """The current data into the previous release, copied by the newer (current) release's code."""
-    copy_databases(p, run_in=p.old_dir)
+    copy_databases(p, run_in=p.outgoing_dir)
 
 
 def migrate_down(p: Promotion) -> None:
     """Down to the previous release's head, with the newer release's scripts (the previous
     release's own scripts do not know the newer revisions)."""
-    head = _alembic_heads(p.host, p.new_dir)[0]
-    database = p.new_dir / "RandoPony-production.sqlite"
-    p.host.run(
-        [
-            str(p.old_dir / layout.ENV / "bin" / "alembic"),
-            "-c",
-            layout.ini_name("production"),
-            "downgrade",
-            head,
-        ],
-        cwd=p.old_dir,
-        env={"RANDOPONY_DB_URL": f"sqlite:///{database}"},
-    )
+    head = release.alembic_heads(p.host, p.incoming_dir, "production")[0]
+    database = p.incoming_dir / "RandoPony-production.sqlite"
+    release.alembic(p.host, p.outgoing_dir, "production", "downgrade", head, database=database)
     p.target.echo(f"  {database.name} migrated down to {head}")
 
 
 def stop_unpromoted_release(p: Promotion) -> None:
-    p.target.echo("  " + runtime(p.host, p.old_dir, "stop-supervisor").stdout.strip())
+    p.target.echo("  " + runtime(p.host, p.outgoing_dir, "stop-supervisor").stdout.strip())
 
 
 def restart_previous_worker(p: Promotion) -> None:
-    p.target.echo("  " + runtime(p.host, p.new_dir, "start-worker").stdout.strip())
+    p.target.echo("  " + runtime(p.host, p.incoming_dir, "start-worker").stdout.strip())
 
 
 def release_held_writes(p: Promotion) -> None:
-    domains = p.api.release_writes(p.webapp(p.new))
+    domains = p.api.release_writes(p.webapp(p.incoming))
     p.target.echo(f"  writes to {', '.join(domains) or 'production'} go on")
 
 
 def return_to_staging(p: Promotion) -> None:
     """The release that was not promoted is staging again, with staging's own data back."""
-    directory, aside = p.old_dir, p.old_dir / ASIDE
+    directory, aside = p.outgoing_dir, p.outgoing_dir / ASIDE
     for name in layout.database_files("production"):
         p.host.remove(directory / name)  # a copy of production's data: not staging's to keep
     if p.host.exists(aside / RIDER_LISTS):  # else the lists there are staging's, never moved
@@ -568,8 +549,8 @@ def return_to_staging(p: Promotion) -> None:
             if p.host.exists(aside / name):
                 p.host.run(["mv", "-f", "--", str(aside / name), str(directory / name)])
         p.host.remove(aside)
-    set_role(p.host, directory, p.old, "staging", site_url(p.target, p.host, "staging"))
-    _set_website_domains(p, p.old, [p.target.staging_domain])
+    set_role(p.host, directory, p.outgoing, "staging", site_url(p.target, p.host, "staging"))
+    _set_website_domains(p, p.outgoing, [p.target.staging_domain])
     p.target.echo("  " + runtime(p.host, directory, "start-supervisor").stdout.strip())
     answer = runtime(p.host, directory, "wait-up", "--timeout", "60", check=False)
     p.target.echo(f"  staging /up: {answer.stdout.strip()}")
@@ -578,13 +559,15 @@ def return_to_staging(p: Promotion) -> None:
 def record_rollback(p: Promotion) -> None:
     roles = records.read_roles(p.host)
     if switched(p):
-        roles.update(production=p.new, previous=None, bad=sorted({*roles.get("bad", []), p.old}))
+        roles.update(
+            production=p.incoming, previous=None, bad=sorted({*roles.get("bad", []), p.outgoing})
+        )
         event = "rollback"
     else:
-        roles.update(staging=p.old)
+        roles.update(staging=p.outgoing)
         event = "promotion_undone"
     records.write_roles(p.host, roles)
-    records.record_event(p.host, event, release=p.new, rolled_back=p.old, **_figures(p))
+    records.record_event(p.host, event, release=p.incoming, rolled_back=p.outgoing, **_figures(p))
 
 
 ROLLBACK_STEPS = (
@@ -696,15 +679,17 @@ def plan(p: Promotion, current: tuple[str, str] | None = None) -> list[str]:
     """The numbered checklist: each step, what it touches and its estimate; once the run has
     begun, which steps are done (with their durations), `current` (running or failed), pending."""
     if p.kind == "promote":
-        lines = [f"Promote {p.webapp(p.new)} to production at http://{p.target.production_domain}/"]
-        if p.old:
-            lines[0] += f", replacing {p.webapp(p.old)}"
+        lines = [
+            f"Promote {p.webapp(p.incoming)} to production at http://{p.target.production_domain}/"
+        ]
+        if p.outgoing:
+            lines[0] += f", replacing {p.webapp(p.outgoing)}"
     elif switched(p):
-        lines = [f"Roll production back from {p.webapp(p.old)} to {p.webapp(p.new)}:"]
+        lines = [f"Roll production back from {p.webapp(p.outgoing)} to {p.webapp(p.incoming)}:"]
     else:
         lines = [
-            f"Undo the interrupted promotion of {p.webapp(p.old)}: production stays "
-            f"{p.webapp(p.new) if p.new else 'empty'}; {p.old} goes back to staging:"
+            f"Undo the interrupted promotion of {p.webapp(p.outgoing)}: production stays "
+            f"{p.webapp(p.incoming) if p.incoming else 'empty'}; {p.outgoing} goes back to staging:"
         ]
     found = estimate(p)
     if p.sizes:
@@ -716,8 +701,8 @@ def estimate(p: Promotion) -> dict[str, cutover_plan.Estimate]:
     """Each step's estimate from the sizes on the host and the host's history. The first ones
     are kept (in promotion.json), so a run is measured against what was planned."""
     names = [step.name for step in _steps(p) if step.applies(p)]
-    if not p.sizes and p.old and any(cutover_plan.size_kind(name) for name in names):
-        p.sizes = cutover_plan.measure(p.host, p.old_dir, DB_NAMES, RIDER_LISTS)
+    if not p.sizes and p.outgoing and any(cutover_plan.size_kind(name) for name in names):
+        p.sizes = cutover_plan.measure(p.host, p.outgoing_dir, DB_NAMES, RIDER_LISTS)
     found = cutover_plan.estimates(names, p.kind, p.sizes, records.history(p.host))
     if not p.estimates:
         p.estimates = {name: value.seconds for name, value in found.items()}
@@ -743,7 +728,7 @@ def progress(p: Promotion, state: dict) -> list[str]:
     journal's last step started and not finished), pending."""
     journal = p.host.run(["tail", "-n", "50", str(layout.journal(p.host.root))], check=False)
     current = cutover_plan.running_step(
-        journal.stdout, p.kind, p.new or p.old, since=state.get("updated")
+        journal.stdout, p.kind, p.incoming or p.outgoing, since=state.get("updated")
     )
     holder = records.lock_holder(p.host)
     how = "`fab rollback_production --resume` finishes it"
@@ -767,45 +752,36 @@ def last_run(host: Host) -> list[str]:
 
 
 def preflight(target: Target, host: Host, api: HostingAPI) -> tuple[str | None, str]:
-    """Everything checked before anything changes; returns (old production, new)."""
+    """Everything checked before anything changes; returns (outgoing production, incoming)."""
     roles = records.read_roles(host)
-    new = target.staging_release
-    old = roles.get("production")
-    if roles.get("staging") != new:
+    incoming = target.staging_release
+    outgoing = roles.get("production")
+    if roles.get("staging") != incoming:
         raise TargetError(
-            f"the host's staging release is {roles.get('staging')}, not {new}: "
+            f"the host's staging release is {roles.get('staging')}, not {incoming}: "
             "set staging_release to the release to promote"
         )
-    if old == new:
-        raise TargetError(f"{new} is production already")
-    check_production(target.production_release, old)
-    new_dir = layout.release_dir(host.root, target.app_name, new)
-    if not host.exists(new_dir / layout.ENV / "bin" / "python"):
-        raise TargetError(f"{new} is not installed: run init_staging and deploy_staging")
-    health = runtime(host, new_dir, "wait-up", "--timeout", "10", check=False)
+    if outgoing == incoming:
+        raise TargetError(f"{incoming} is production already")
+    check_production(target.production_release, outgoing)
+    incoming_dir = layout.release_dir(host.root, target.app_name, incoming)
+    if not release.installed(host, incoming_dir):
+        raise TargetError(f"{incoming} is not installed: run init_staging and deploy_staging")
+    health = runtime(host, incoming_dir, "wait-up", "--timeout", "10", check=False)
     if health.returncode != 0:
-        raise TargetError(f"staging {new} is not healthy: {health.stdout.strip()}")
-    heads = host.run(
-        [str(new_dir / layout.ENV / "bin" / "alembic"), "-c", layout.ini_name("staging"), "heads"],
-        cwd=new_dir,
-    ).stdout.split()
-    if len([h for h in heads if h != "(head)"]) != 1:
-        raise TargetError(f"{new}'s migrations have {len(heads)} heads; merge them first")
-    if old:
-        old_dir = layout.release_dir(host.root, target.app_name, old)
-        size = sum(
-            int(host.run(["stat", "-c", "%s", str(old_dir / n)]).stdout)
-            for n in DB_NAMES
-            if host.exists(old_dir / n)
-        )
-        free = int(host.run(["df", "-B1", "--output=avail", str(host.root)]).stdout.split()[-1])
-        if free < 2 * size:
+        raise TargetError(f"staging {incoming} is not healthy: {health.stdout.strip()}")
+    heads = release.alembic_heads(host, incoming_dir, "staging")
+    if len(heads) != 1:
+        raise TargetError(f"{incoming}'s migrations have {len(heads)} heads; merge them first")
+    if outgoing:
+        outgoing_dir = layout.release_dir(host.root, target.app_name, outgoing)
+        size = release.size_of(host, [outgoing_dir / name for name in DB_NAMES])
+        release.check_free_space(host, 2 * size, "2x production's databases")
+        if api.website(target.webapp(outgoing)) is None:
             raise TargetError(
-                f"{free / 1e9:.1f} GB free on the host, {2 * size / 1e9:.1f} GB needed"
+                f"the production website {target.webapp(outgoing)} is not on the panel"
             )
-        if api.website(target.webapp(old)) is None:
-            raise TargetError(f"the production website {target.webapp(old)} is not on the panel")
-    return old, new
+    return outgoing, incoming
 
 
 def _interrupted(host: Host) -> dict | None:
@@ -813,22 +789,20 @@ def _interrupted(host: Host) -> dict | None:
     return json.loads(saved) if saved else None
 
 
-def _restore(p: Promotion, state: dict) -> Promotion:
-    p.done = state.get("done", [])
-    p.durations = state.get("durations", {})
-    p.copied_bytes = state.get("copied_bytes", 0)
-    p.hold_seconds = state.get("hold_seconds")
-    p.sizes = state.get("sizes") or {}
-    p.estimates = state.get("estimates") or {}
-    p.code_head = state.get("code_head")
-    return p
-
-
 def _saved(target: Target, host: Host, api: HostingAPI, state: dict) -> Promotion:
     """The run (under way or interrupted) that the host's promotion.json describes."""
-    kind = state.get("kind", "promote")
-    p = Promotion(target, host, api, state["new"], state["old"], kind=kind, undo=state.get("undo"))
-    return _restore(p, state)
+    incoming, outgoing = saved_releases(state)
+    p = Promotion(
+        target,
+        host,
+        api,
+        incoming,
+        outgoing,
+        kind=state.get("kind", "promote"),
+        undo=state.get("undo"),
+    )
+    p.restore(state)
+    return p
 
 
 def _echo(target: Target, lines: list[str]) -> list[str]:
@@ -848,64 +822,54 @@ def promote(
     password: str | None = None,
     demo: bool = False,
 ) -> dict:
-    target.checked()
-    host = target.connect()
-    try:
-        with hosting_session(target, host, password) as api:
-            state = _interrupted(host)
-            decision = decide_promotion(state, resume=resume, plan_only=plan_only)
-            if decision.action == SHOW:
-                return {"planned": _echo(target, progress(_saved(target, host, api, state), state))}
-            if decision.action == RESUME:
-                old, new = decision.outgoing, decision.incoming
-            else:
-                try:
-                    old, new = preflight(target, host, api)
-                except TargetError as refused:
-                    if not plan_only:
-                        raise
-                    return {"planned": _echo(target, _next_plan(target, host, api, refused))}
-            p = Promotion(target, host, api, new, old, wrangler_password, demo)
-            if state:
-                _restore(p, state)
-            lines = _echo(target, plan(p))
-            if plan_only:
-                return {"planned": lines}
-            if not yes and not resume and not (confirm and confirm("Promote now?")):
-                raise TargetError("not confirmed; nothing changed")
-            with records.host_lock(host, "promote", new, reenter=resume):
-                try:
-                    run_steps(p, STEPS)
-                except StepFailed as failure:
-                    if "switch_domain" in p.done:
-                        raise DeployError(
-                            f"{failure}\nProduction is served by {new}. Fix the cause, then "
-                            "`fab promote_staging_to_production --resume` finishes the "
-                            "promotion, or `fab rollback_production` undoes it."
-                        ) from None
-                    undo_failed_promotion(p, failure)
-            return {"production": new, "previous": old, **_figures(p)}
-    finally:
-        host.close()
+    with target.connected() as host, hosting_session(target, host, password) as api:
+        state = _interrupted(host)
+        decision = decide_promotion(state, resume=resume, plan_only=plan_only)
+        if decision.action == SHOW:
+            return {"planned": _echo(target, progress(_saved(target, host, api, state), state))}
+        if decision.action == RESUME:
+            outgoing, incoming = decision.outgoing, decision.incoming
+        else:
+            try:
+                outgoing, incoming = preflight(target, host, api)
+            except TargetError as refused:
+                if not plan_only:
+                    raise
+                return {"planned": _echo(target, _next_plan(target, host, api, refused))}
+        p = Promotion(target, host, api, incoming, outgoing, wrangler_password, demo)
+        if state:
+            p.restore(state)
+        lines = _echo(target, plan(p))
+        if plan_only:
+            return {"planned": lines}
+        if not yes and not resume and not (confirm and confirm("Promote now?")):
+            raise TargetError("not confirmed; nothing changed")
+        with records.host_lock(host, "promote", incoming, reenter=resume):
+            try:
+                run(p, STEPS)
+            except StepFailed as failure:
+                if "switch_domain" in p.done:
+                    raise DeployError(
+                        f"{failure}\nProduction is served by {incoming}. Fix the cause, then "
+                        "`fab promote_staging_to_production --resume` finishes the "
+                        "promotion, or `fab rollback_production` undoes it."
+                    ) from None
+                undo_failed_promotion(p, failure)
+        return {"production": incoming, "previous": outgoing, **_figures(p)}
 
 
 def ready(target: Target, password: str | None = None) -> list[str]:
     """Every check a promotion makes before it changes anything, and its plan; raises
     TargetError if it would be refused (an upgrade attempt asks before it syncs staging)."""
-    target.checked()
-    host = target.connect()
-    try:
-        with hosting_session(target, host, password) as api:
-            state = _interrupted(host)
-            if state:
-                raise TargetError(
-                    f"a {state.get('kind', 'promote')} of {state['new']} was interrupted: "
-                    "finish or undo it first"
-                )
-            old, new = preflight(target, host, api)
-            return _echo(target, plan(Promotion(target, host, api, new, old)))
-    finally:
-        host.close()
+    with target.connected() as host, hosting_session(target, host, password) as api:
+        state = _interrupted(host)
+        if state:
+            raise TargetError(
+                f"a {state.get('kind', 'promote')} of {saved_releases(state)[0]} was "
+                "interrupted: finish or undo it first"
+            )
+        outgoing, incoming = preflight(target, host, api)
+        return _echo(target, plan(Promotion(target, host, api, incoming, outgoing)))
 
 
 def _next_plan(target: Target, host: Host, api: HostingAPI, refused: TargetError) -> list[str]:
@@ -921,65 +885,36 @@ def _next_plan(target: Target, host: Host, api: HostingAPI, refused: TargetError
 def undo_failed_promotion(p: Promotion, failure: StepFailed) -> None:
     """A step before the domain moved failed: production goes on as it was, at once, and the
     release goes back to staging to be mended."""
-    p.target.echo(f"Undoing the promotion: production stays {p.old or 'empty'}.")
-    undo = Promotion(p.target, p.host, p.api, p.old, p.new, kind="rollback", undo=list(p.done))
+    p.target.echo(f"Undoing the promotion: production stays {p.outgoing or 'empty'}.")
+    undo = Promotion(
+        p.target,
+        p.host,
+        p.api,
+        p.outgoing,
+        p.incoming,
+        kind="rollback",
+        undo=list(p.done),
+    )
     try:
-        run_steps(undo, ROLLBACK_STEPS)
+        run(undo, ROLLBACK_STEPS)
     except StepFailed as second:
         raise DeployError(
             f"{failure}\nUndoing it failed too: {second}\nProduction is still served by "
-            f"{p.old or 'nothing'}. Fix that, then run `fab rollback_production --resume`."
+            f"{p.outgoing or 'nothing'}. Fix that, then run `fab rollback_production --resume`."
         ) from None
     raise DeployError(
-        f"{failure}\nThe promotion was undone: production is {p.old or 'still empty'}, as "
-        f"before, and {p.new} is back on staging. Fix the cause, deploy it to staging and "
+        f"{failure}\nThe promotion was undone: production is {p.outgoing or 'still empty'}, as "
+        f"before, and {p.incoming} is back on staging. Fix the cause, deploy it to staging and "
         "promote again."
     )
 
 
-class StepFailed(DeployError):
-    pass
-
-
-FAILURES = (HostError, DeployError, TargetError, HostingError)
-
-
-def run_steps(p: Promotion, steps: tuple[Step, ...]) -> None:
-    """Run the steps not yet done, journaled, saving the state after each, so a run killed
-    anywhere is taken up by --resume; the state file goes once the last step is done."""
-    journal = records.Journal(p.host, p.kind, p.new or p.old)
+def run(p: Promotion, steps: tuple[Step, ...]) -> None:
+    """The steps by the one runner (deploy/flows/steps.py), then the run against its plan."""
     estimate(p)
-    p.save()
-    _crash_point(p, "start")
-    for step in steps:
-        if not step.applies(p) or step.name in p.done:
-            continue
-        if step.name == "switch_domain" and "hold_writes" in p.done and p.held_at is None:
-            p.held_at = time.monotonic()  # resumed under a hold: count from here
-        p.target.echo(f"→ {step.name}: {step.changes}")
-        step_started = time.monotonic()
-        try:
-            with journal.step(step.name):
-                step.run(p)
-                _crash_point(p, f"in:{step.name}")  # killed before the step's end is written
-        except FAILURES as error:
-            p.target.echo(f"✗ {step.name} failed after {time.monotonic() - step_started:.1f} s")
-            raise StepFailed(f"{step.name} failed: {error}") from None
-        p.durations[step.name] = round(time.monotonic() - step_started, 2)
-        p.done.append(step.name)
-        p.save()
-        p.target.echo(f"✓ {step.name} ({p.durations[step.name]:.1f} s)")
-        _crash_point(p, step.name)
-    p.host.remove(promotion_file(p.host.root))
+    run_steps(p, steps)
     p.target.echo("Measured against the plan:")
     _echo(p.target, cutover_plan.render(_rows(p), p.hold_seconds))
-
-
-def _crash_point(p: Promotion, name: str) -> None:
-    """Fault injection for the tests: a kill -9 at this step boundary ("promote:hold_writes",
-    "rollback:copy_back"; a bare step name means the promotion's), or inside a step, its work
-    done but its end not journaled ("in:precopy_files")."""
-    records.crash_point(p.host, f"{p.kind}:{name}", *([name] if p.kind == "promote" else []))
 
 
 def rollback(
@@ -992,40 +927,40 @@ def rollback(
 ) -> dict:
     """Undo the last promotion: a completed one (the previous release comes back, with the data
     written since), or an interrupted one (production as it was, the release back on staging)."""
-    target.checked()
-    host = target.connect()
-    try:
-        with hosting_session(target, host, password) as api:
-            state = _interrupted(host)
-            roles = records.read_roles(host)
-            decision = decide_rollback(state, roles, target.production_release, resume=resume)
-            if decision.action == RESUME:
-                p = _saved(target, host, api, state)
-            else:
-                # Undoing an interrupted promotion replays its done steps backwards.
-                undo = state.get("done", []) if decision.action == UNDO else None
-                p = Promotion(
-                    target,
-                    host,
-                    api,
-                    decision.incoming,
-                    decision.outgoing,
-                    kind="rollback",
-                    undo=undo,
-                )
-            _echo(target, plan(p))
-            if not yes and not resume and not (confirm and confirm("Roll back now?")):
-                raise TargetError("not confirmed; nothing changed")
-            # Undoing a promotion takes over the lock its dead (or failed) run left.
-            takes_over = ("promote", p.old) if p.undo is not None else None
-            with records.host_lock(host, "rollback", p.old, reenter=resume, takes_over=takes_over):
-                try:
-                    run_steps(p, ROLLBACK_STEPS)
-                except StepFailed as failure:
-                    raise DeployError(
-                        f"rollback {failure}\nFix the cause, then "
-                        "`fab rollback_production --resume` finishes the rollback."
-                    ) from None
-            return {"production": p.new, "rolled_back": p.old, "undone": undoing(p), **_figures(p)}
-    finally:
-        host.close()
+    with target.connected() as host, hosting_session(target, host, password) as api:
+        state = _interrupted(host)
+        roles = records.read_roles(host)
+        decision = decide_rollback(state, roles, target.production_release, resume=resume)
+        if decision.action == RESUME:
+            p = _saved(target, host, api, state)
+        else:
+            # Undoing an interrupted promotion replays its done steps backwards.
+            undo = state.get("done", []) if decision.action == UNDO else None
+            p = Promotion(
+                target,
+                host,
+                api,
+                decision.incoming,
+                decision.outgoing,
+                kind="rollback",
+                undo=undo,
+            )
+        _echo(target, plan(p))
+        if not yes and not resume and not (confirm and confirm("Roll back now?")):
+            raise TargetError("not confirmed; nothing changed")
+        # Undoing a promotion takes over the lock its dead (or failed) run left.
+        takes_over = ("promote", p.outgoing) if p.undo is not None else None
+        with records.host_lock(host, "rollback", p.outgoing, reenter=resume, takes_over=takes_over):
+            try:
+                run(p, ROLLBACK_STEPS)
+            except StepFailed as failure:
+                raise DeployError(
+                    f"rollback {failure}\nFix the cause, then "
+                    "`fab rollback_production --resume` finishes the rollback."
+                ) from None
+        return {
+            "production": p.incoming,
+            "rolled_back": p.outgoing,
+            "undone": undoing(p),
+            **_figures(p),
+        }

@@ -26,19 +26,28 @@ class Decision:
     outgoing: str | None = None
 
 
+def saved_releases(state: dict) -> tuple[str | None, str | None]:
+    """(incoming, outgoing) of a saved run. Runs saved before these names (by code that called
+    them new and old) are read too, so a run interrupted then can still be finished."""
+    if "incoming" in state or "outgoing" in state:
+        return state.get("incoming"), state.get("outgoing")
+    return state.get("new"), state.get("old")
+
+
 def decide_promotion(state: dict | None, *, resume: bool, plan_only: bool) -> Decision:
     """For `promote_staging_to_production` [--resume] [--plan]. A fresh promotion's releases
     come from its preflight, so a fresh decision names none."""
+    incoming, outgoing = saved_releases(state) if state else (None, None)
     if plan_only and state:
         return Decision(SHOW)  # a run under way (or interrupted): where it is
     if state and kind(state) != "promote":
         raise TargetError(
-            f"a rollback to {state['new']} was interrupted: finish it with "
+            f"a rollback to {incoming} was interrupted: finish it with "
             "`fab rollback_production --resume`"
         )
     if state and not resume:
         raise TargetError(
-            f"a promotion of {state['new']} was interrupted after "
+            f"a promotion of {incoming} was interrupted after "
             f"{state['done'][-1] if state.get('done') else 'its start'}: "
             "finish it with `fab promote_staging_to_production --resume`, "
             "or undo it with `fab rollback_production`"
@@ -46,7 +55,7 @@ def decide_promotion(state: dict | None, *, resume: bool, plan_only: bool) -> De
     if resume:
         if not state:
             raise TargetError("there is no interrupted promotion to resume")
-        return Decision(RESUME, incoming=state["new"], outgoing=state["old"])
+        return Decision(RESUME, incoming=incoming, outgoing=outgoing)
     return Decision(FRESH)
 
 
@@ -55,22 +64,23 @@ def decide_rollback(
 ) -> Decision:
     """For `rollback_production` [--resume]: finish an interrupted rollback, undo an interrupted
     promotion (production as it was before it), or roll back the completed last promotion."""
+    incoming, outgoing = saved_releases(state) if state else (None, None)
     if state is None:
         check_production(expected_production, roles.get("production"))
     elif kind(state) == "promote":
         # Undoing it: production is what it was before that promotion.
-        check_production(expected_production, state["old"])
+        check_production(expected_production, outgoing)
     if state and kind(state) == "rollback":
         if not resume:
             raise TargetError(
-                f"a rollback to {state['new']} was interrupted: finish it with "
+                f"a rollback to {incoming} was interrupted: finish it with "
                 "`fab rollback_production --resume`"
             )
-        return Decision(RESUME, incoming=state["new"], outgoing=state["old"])
+        return Decision(RESUME, incoming=incoming, outgoing=outgoing)
     if resume:
         raise TargetError("there is no interrupted rollback to resume")
     if state:  # an interrupted promotion, undone: its old release comes back
-        return Decision(UNDO, incoming=state["old"], outgoing=state["new"])
+        return Decision(UNDO, incoming=outgoing, outgoing=incoming)
     current, previous = roles.get("production"), roles.get("previous")
     if not current or not previous:
         raise TargetError("there is no previous production release to roll back to")

@@ -4,21 +4,19 @@ reminder that an upgrade attempt's window has run out.
 Each entry is one crontab line ending in a marker naming the job and the host root, so entries of
 other hosts or of the account's own are never touched. The entry runs a small script kept in the
 host's `deploy/bin/`, which finds the current staging release at run time (the entry outlives
-releases) and runs this module with that release's own code; its output goes to the host's
-`logs/user/`.
+releases) and runs the job (deploy/flows/cron_jobs.py) with that release's own code; its output
+goes to the host's `logs/user/`.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 import shlex
-import sys
-from datetime import datetime
 from pathlib import PurePosixPath
 
+from deploy.flows import sync
 from deploy.host import layout
-from deploy.remote.hosts import Host, HostError
+from deploy.remote.hosts import Host
 from deploy.remote.target import Target, TargetError
 
 AT = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
@@ -141,16 +139,12 @@ def cron_running(host: Host) -> bool:
 
 def schedule_sync(target: Target, at: str | None, remove_it: bool = False) -> str:
     """`fab schedule_sync_staging --at=HH:MM` / `--remove`; returns what to tell the maintainer."""
-    target.checked()
-    host = target.connect()
-    try:
+    with target.connected() as host:
         if remove_it:
             if remove(host, "sync_staging"):
                 return "The nightly sync_staging is removed from the host's crontab."
             return "No sync_staging was scheduled on this host."
         hour, minute = parse_at(at)
-        from deploy.flows import sync
-
         _, new = sync.staging_password(host, None)
         line = install(
             target,
@@ -178,57 +172,3 @@ def schedule_sync(target: Target, at: str | None, remove_it: bool = False) -> st
         if not cron_running(host):
             said.append("warning: cron is not running on the host; the entry waits until it is.")
         return "\n".join(said)
-    finally:
-        host.close()
-
-
-# On the host, run by the scripts above with the staging release's code.
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="randopony-schedule")
-    parser.add_argument("job", choices=JOBS)
-    parser.add_argument("--root", required=True)
-    parser.add_argument("--app", required=True)
-    parser.add_argument("--production-domain")
-    parser.add_argument("--staging-domain")
-    args = parser.parse_args(argv)
-
-    def echo(line: str) -> None:
-        print(f"{datetime.now():%Y-%m-%d %H:%M:%S} {line}", flush=True)
-
-    from deploy.remote import records
-    from deploy.remote.hosts import LocalHost
-
-    host = LocalHost(args.root)
-    roles = records.read_roles(host)
-    if args.job == "upgrade_reminder":
-        from deploy.flows import upgrade_attempt
-
-        said = upgrade_attempt.reminder(host)
-        if said:
-            echo(said)
-        return 0
-    target = Target(
-        app_name=args.app,
-        staging_release=roles.get("staging") or "",
-        production_release=roles.get("production"),
-        staging_domain=args.staging_domain,
-        production_domain=args.production_domain,
-        host_root=args.root,
-        echo=echo,
-    )
-    from deploy.flows import sync
-    from deploy.flows.staging import DeployError
-
-    try:
-        summary = sync.sync_staging(target)
-    except (TargetError, DeployError, HostError, OSError) as error:
-        echo(f"sync_staging failed: {error}")
-        return 1
-    sync.print_summary(summary, echo, show_password=False)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

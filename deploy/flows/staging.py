@@ -1,19 +1,21 @@
 """Deploying the checkout to staging: `init_staging` the first time, `deploy_staging` after.
 
-Each step is a function of (target, host) that can run again safely: a failed deploy is repaired
-by running the next one.
+Both are lists of named steps run by deploy/flows/steps.py. Every step can run again safely, so
+a failed deploy is repaired by running the next one, and the fabfile can run one step alone.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 import subprocess
 import time
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from deploy.flows import release
+from deploy.flows.release import DeployError, read_release_env, runtime, write_bin_scripts
+from deploy.flows.steps import Run, Step, run_steps
 from deploy.host import layout, release_runtime
 from deploy.remote import records
 from deploy.remote.hosts import Host, HostError
@@ -49,31 +51,30 @@ RSYNC_EXCLUDES = (
 )
 
 
-class DeployError(Exception):
-    pass
+@dataclass
+class Deploy(Run):
+    """A run of init_staging or deploy_staging (or of one of their steps, from the fabfile)."""
 
+    kind: str = "deploy_staging"
+    password: str | None = None  # the panel's, when not from the environment
+    wrangler_password: str | None = None
+    demo: bool = True
 
-@contextmanager
-def step(target: Target, journal: records.Journal, name: str, what: str):
-    """Say what runs, journal it on the host before it changes anything, time it."""
-    target.echo(f"→ {name}: {what}")
-    started = time.monotonic()
-    try:
-        with journal.step(name):
-            yield
-    except (HostError, TargetError, DeployError) as error:
-        target.echo(f"✗ {name} failed after {time.monotonic() - started:.1f} s")
-        raise DeployError(f"{name} failed: {error}") from None
-    target.echo(f"✓ {name} ({time.monotonic() - started:.1f} s)")
+    @property
+    def task(self) -> str:
+        return self.kind
+
+    @property
+    def subject(self) -> str:
+        return self.target.staging_release
+
+    @property
+    def directory(self) -> PurePosixPath:
+        return release_dir(self.target, self.host)
 
 
 def release_dir(target: Target, host: Host) -> PurePosixPath:
     return layout.release_dir(host.root, target.app_name, target.staging_release)
-
-
-def read_release_json(host: Host, directory: PurePosixPath) -> dict:
-    text = host.read_text(directory / layout.RELEASE_JSON)
-    return json.loads(text) if text else {}
 
 
 def refuse_production_release(target: Target, host: Host) -> None:
@@ -85,41 +86,38 @@ def refuse_production_release(target: Target, host: Host) -> None:
         )
 
 
-def init_staging_app(target: Target, host: Host, journal, password: str | None = None) -> None:
+# The steps. Each is a function of the run and can run again safely.
+
+
+def init_staging_app(d: Deploy) -> None:
     """Through the hosting panel: the app (which assigns its port) and the website on the
     staging domain. Reuses what exists, so running it again changes nothing."""
+    target, host = d.target, d.host
     name = target.webapp(target.staging_release)
-    with hosting_session(target, host, password) as api:
-        with step(
-            target,
-            journal,
-            "init_staging_app",
-            f"app and website {name} for {target.staging_domain}",
-        ):
-            app = api.app(name) or api.create_app(name, "custom_app_with_port", False, "", False)
-            ip = (api.list_ips() or ["127.0.0.1"])[0]
-            take_staging_domain(target, host, api, ip)
-            site = api.website(name)
-            definition = (name, ip, False, [target.staging_domain], [(name, "/")])
-            if site is None:
-                api.create_website(*definition)
-            elif site.subdomains != (target.staging_domain,) or site.website_apps != ((name, "/"),):
-                api.update_website(*definition)
-            directory = release_dir(target, host)
-            host.mkdir(directory)
-            info = read_release_json(host, directory)
-            info.update(
-                app_name=target.app_name,
-                release=target.staging_release,
-                webapp=name,
-                role="staging",
-                port=app.port,
-                domain=target.staging_domain,
-            )
-            host.write_text(directory / layout.RELEASE_JSON, json.dumps(info, indent=2) + "\n")
-            roles = records.read_roles(host)
-            roles["staging"] = target.staging_release
-            records.write_roles(host, roles)
+    with hosting_session(target, host, d.password) as api:
+        app = api.app(name) or api.create_app(name, "custom_app_with_port", False, "", False)
+        ip = (api.list_ips() or ["127.0.0.1"])[0]
+        take_staging_domain(target, host, api, ip)
+        site = api.website(name)
+        definition = (name, ip, False, [target.staging_domain], [(name, "/")])
+        if site is None:
+            api.create_website(*definition)
+        elif site.subdomains != (target.staging_domain,) or site.website_apps != ((name, "/"),):
+            api.update_website(*definition)
+    host.mkdir(d.directory)
+    release.update_json(
+        host,
+        d.directory,
+        app_name=target.app_name,
+        release=target.staging_release,
+        webapp=name,
+        role="staging",
+        port=app.port,
+        domain=target.staging_domain,
+    )
+    roles = records.read_roles(host)
+    roles["staging"] = target.staging_release
+    records.write_roles(host, roles)
     target.echo(f"  app {name} on port {app.port}, website for http://{target.staging_domain}/")
 
 
@@ -149,27 +147,26 @@ def take_staging_domain(target: Target, host: Host, api, ip: str) -> None:
     previous = roles["staging"]
     if previous and holder.name == target.webapp(previous):
         directory = layout.release_dir(host.root, target.app_name, previous)
-        if host.exists(directory / layout.ENV / "bin" / "python"):
+        if release.installed(host, directory):
             runtime(host, directory, "stop-supervisor")
-        info = read_release_json(host, directory)
-        if info:
-            info["domain"] = None
-            host.write_text(directory / layout.RELEASE_JSON, json.dumps(info, indent=2) + "\n")
+        if release.read_json(host, directory):
+            release.update_json(host, directory, domain=None)
         said += f"; staging release {previous} stopped"
     target.echo(said)
 
 
-def rsync_code(target: Target, host: Host, journal) -> None:
-    destination = release_dir(target, host) / layout.SRC
-    with step(target, journal, "rsync_code", f"{target.checkout} → {destination}"):
-        if not (target.checkout / "setup.py").exists():
-            raise DeployError(f"{target.checkout} is not a RandoPony checkout (no setup.py)")
-        if not host.exists(release_dir(target, host) / layout.RELEASE_JSON):
-            raise DeployError(
-                f"release {target.staging_release} is not set up on {host.description}: "
-                "run init_staging"
-            )
-        host.rsync_to(target.checkout, destination, RSYNC_EXCLUDES, echo=_progress(target))
+def rsync_code(d: Deploy) -> None:
+    target, host = d.target, d.host
+    destination = d.directory / layout.SRC
+    if not (target.checkout / "setup.py").exists():
+        raise DeployError(f"{target.checkout} is not a RandoPony checkout (no setup.py)")
+    if not host.exists(d.directory / layout.RELEASE_JSON):
+        raise DeployError(
+            f"release {target.staging_release} is not set up on {host.description}: "
+            "run init_staging"
+        )
+    target.echo(f"  {target.checkout} → {destination}")
+    host.rsync_to(target.checkout, destination, RSYNC_EXCLUDES, echo=_progress(target))
 
 
 def _progress(target: Target):
@@ -185,70 +182,67 @@ def _progress(target: Target):
     return show
 
 
-def install_app(target: Target, host: Host, journal) -> None:
-    directory = release_dir(target, host)
-    info = read_release_json(host, directory)
+def install_app(d: Deploy) -> None:
+    target, host, directory = d.target, d.host, d.directory
+    info = release.read_json(host, directory)
     if "port" not in info:
         raise DeployError(f"{directory} has no port recorded: run init_staging")
     env_python = directory / layout.ENV / "bin" / "python"
-    with step(
-        target, journal, "install_app", f"virtualenv and package in {directory / layout.ENV}"
-    ):
-        uv = uv_command(host)
-        if not host.exists(env_python):
-            host.run([*uv, "venv", "--quiet", "--python", "python3", str(directory / layout.ENV)])
-        src = directory / layout.SRC
-        # The package is installed editable: new code needs no reinstall, new dependencies do.
-        fingerprint = dependencies_fingerprint(target)
-        entry_point = directory / layout.ENV / "bin" / "randopony_serve"
-        if info.get("dependencies") != fingerprint or not host.exists(entry_point):
-            lock = str(src / "requirements.lock")
-            host.run(
-                [
-                    *uv,
-                    "pip",
-                    "install",
-                    "--python",
-                    str(env_python),
-                    "-r",
-                    lock,
-                    "-e",
-                    str(src),
-                ],
-                echo=_install_progress(target),
-            )
-            info["dependencies"] = fingerprint
-        else:
-            target.echo("  dependencies unchanged: nothing to install")
-        # The release's own code too (only what changed is compiled again).
-        host.run([str(env_python), "-m", "compileall", "-q", str(src / "app"), str(src / "deploy")])
-        install_credentials(target, host, directory)
-        # Files an older release machinery left readable by others (0644 databases and rider
-        # lists) become the owner's alone, as everything made from now on is (umask 077).
-        host.run(["chmod", "-R", "go-rwx", "--", str(directory)])
-        ini = layout.ini_name("staging")
-        host.symlink(f"{layout.SRC}/{ini}", directory / ini)
-        host.symlink(f"{layout.SRC}/alembic", directory / "alembic")
-        write_bin_scripts(host, directory)
-        environment = {
-            **read_release_env(host, "staging"),
-            "RANDOPONY_SITE_URL": site_url(target, host, "staging"),
-        }
-        info["runtime"] = release_runtime.RUNTIME
-        conf = release_runtime.render_conf(
-            directory,
-            ini,
-            int(info["port"]),
-            target.staging_release,
-            environment,
-            processes=release_runtime.app_processes(info),
+    uv = uv_command(host)
+    if not host.exists(env_python):
+        host.run([*uv, "venv", "--quiet", "--python", "python3", str(directory / layout.ENV)])
+    src = directory / layout.SRC
+    # The package is installed editable: new code needs no reinstall, new dependencies do.
+    fingerprint = dependencies_fingerprint(target)
+    entry_point = directory / layout.ENV / "bin" / "randopony-release"
+    if info.get("dependencies") != fingerprint or not host.exists(entry_point):
+        lock = str(src / "requirements.lock")
+        host.run(
+            [
+                *uv,
+                "pip",
+                "install",
+                "--python",
+                str(env_python),
+                "-r",
+                lock,
+                "-e",
+                str(src),
+            ],
+            echo=_install_progress(target),
         )
-        # 0600: its environment= lines carry release.env's values (an SMTP password).
-        host.write_text(directory / layout.SUPERVISORD_CONF, conf, mode=0o600)
-        info.update(
-            installed_at=records.now(), installed_by=records.who(), revision=code_revision(target)
-        )
-        host.write_text(directory / layout.RELEASE_JSON, json.dumps(info, indent=2) + "\n")
+        info["dependencies"] = fingerprint
+    else:
+        target.echo("  dependencies unchanged: nothing to install")
+    # The release's own code too (only what changed is compiled again).
+    host.run([str(env_python), "-m", "compileall", "-q", str(src / "app"), str(src / "deploy")])
+    install_credentials(target, host, directory)
+    # Files an older release machinery left readable by others (0644 databases and rider
+    # lists) become the owner's alone, as everything made from now on is (umask 077).
+    host.run(["chmod", "-R", "go-rwx", "--", str(directory)])
+    ini = layout.ini_name("staging")
+    host.symlink(f"{layout.SRC}/{ini}", directory / ini)
+    host.symlink(f"{layout.SRC}/alembic", directory / "alembic")
+    write_bin_scripts(host, directory)
+    environment = {
+        **read_release_env(host, "staging"),
+        "RANDOPONY_SITE_URL": site_url(target, host, "staging"),
+    }
+    info["runtime"] = release_runtime.RUNTIME
+    conf = release_runtime.render_conf(
+        directory,
+        ini,
+        int(info["port"]),
+        target.staging_release,
+        environment,
+        processes=release_runtime.app_processes(info),
+    )
+    # 0600: its environment= lines carry release.env's values (an SMTP password).
+    host.write_text(directory / layout.SUPERVISORD_CONF, conf, mode=0o600)
+    info.update(
+        installed_at=records.now(), installed_by=records.who(), revision=code_revision(target)
+    )
+    release.write_json(host, directory, info)
 
 
 def uv_command(host: Host) -> tuple[str, ...]:
@@ -298,37 +292,6 @@ def install_credentials(target: Target, host: Host, directory: PurePosixPath) ->
     host.chmod(path, 0o400)
 
 
-def write_bin_scripts(host: Host, directory: PurePosixPath) -> None:
-    """bin/start, bin/stop, bin/restart for a person on the host, doing what the fab tasks do."""
-    program = shlex.quote(str(directory / layout.ENV / "bin" / "randopony-release"))
-    where = shlex.quote(str(directory))
-    scripts = {
-        "start": f"exec {program} {where} start-app\n",
-        "stop": f"exec {program} {where} stop-app\n",
-        "restart": f"{program} {where} stop-app\nexec {program} {where} start-app\n",
-    }
-    for name, body in scripts.items():
-        host.write_text(directory / layout.BIN / name, "#!/bin/sh\nset -e\n" + body, mode=0o755)
-
-
-def read_release_env(host: Host, role: str) -> dict[str, str]:
-    """release.env's values, then the role's own (production.env or staging.env). Both files
-    are made readable by their owner only, as they may hold passwords."""
-    values = {}
-    for path in (layout.release_env_file(host.root), layout.role_env_file(host.root, role)):
-        text = host.read_text(path)
-        if text is None:
-            continue
-        host.chmod(path, 0o600)
-        pairs = (
-            line.split("=", 1)
-            for line in text.splitlines()
-            if "=" in line and not line.startswith("#")
-        )
-        values.update({key.strip(): value.strip() for key, value in pairs})
-    return values
-
-
 def code_revision(target: Target) -> str:
     try:
         revision = subprocess.run(
@@ -342,26 +305,19 @@ def code_revision(target: Target) -> str:
     return revision
 
 
-def init_staging_db(
-    target: Target, host: Host, journal, wrangler_password: str, demo: bool = True
-) -> None:
-    directory = release_dir(target, host)
-    with step(
-        target,
-        journal,
-        "init_staging_db",
-        "migrate the staging database, add its settings and a wrangler",
-    ):
-        argv = [
-            str(directory / layout.ENV / "bin" / "initialize_RandoPony_db"),
-            layout.ini_name("staging"),
-            "--wrangler-email",
-            target.wrangler_email,
-        ]
-        if demo:
-            argv.append("--demo")
-        host.run(argv, cwd=directory, env={"RANDOPONY_WRANGLER_PASSWORD": wrangler_password})
-        _record_migrations(target, host, directory)
+def init_staging_db(d: Deploy) -> None:
+    if not d.wrangler_password:
+        raise DeployError("no wrangler password: set RANDOPONY_WRANGLER_PASSWORD")
+    argv = [
+        str(d.directory / layout.ENV / "bin" / "initialize_RandoPony_db"),
+        layout.ini_name("staging"),
+        "--wrangler-email",
+        d.target.wrangler_email,
+    ]
+    if d.demo:
+        argv.append("--demo")
+    d.host.run(argv, cwd=d.directory, env={"RANDOPONY_WRANGLER_PASSWORD": d.wrangler_password})
+    _record_migrations(d.target, d.host, d.directory)
 
 
 def migrations_fingerprint(target: Target) -> str:
@@ -372,97 +328,104 @@ def migrations_fingerprint(target: Target) -> str:
 
 
 def _record_migrations(target: Target, host: Host, directory: PurePosixPath) -> None:
-    info = read_release_json(host, directory)
-    info["migrations"] = migrations_fingerprint(target)
-    host.write_text(directory / layout.RELEASE_JSON, json.dumps(info, indent=2) + "\n")
+    release.update_json(host, directory, migrations=migrations_fingerprint(target))
 
 
-def migrate_staging_db(target: Target, host: Host, journal) -> None:
+def migrations_changed(d: Deploy) -> bool:
+    """The same migrations as last time need no alembic run."""
+    recorded = release.read_json(d.host, d.directory).get("migrations")
+    return recorded != migrations_fingerprint(d.target)
+
+
+def migrate_staging_db(d: Deploy) -> None:
     """New migrations in the deployed code: staging's database follows them."""
-    directory = release_dir(target, host)
-    if read_release_json(host, directory).get("migrations") == migrations_fingerprint(target):
-        return  # the same migrations as last time: nothing to run
-    with step(target, journal, "migrate_staging_db", "alembic upgrade head on staging's database"):
-        answer = host.run(
-            [
-                str(directory / layout.ENV / "bin" / "alembic"),
-                "-c",
-                layout.ini_name("staging"),
-                "upgrade",
-                "head",
-            ],
-            cwd=directory,
-        )
-        said = [line for line in answer.stderr.splitlines() if "Running upgrade" in line]
-        target.echo("  " + ("; ".join(s.split("] ")[-1] for s in said) or "already at head"))
-        _record_migrations(target, host, directory)
+    answer = release.alembic(d.host, d.directory, "staging", "upgrade", "head")
+    d.target.echo("  " + ("; ".join(release.upgrades_ran(answer)) or "already at head"))
+    _record_migrations(d.target, d.host, d.directory)
 
 
-def runtime(host: Host, directory: PurePosixPath, *command: str, check: bool = True):
-    python = directory / layout.ENV / "bin" / "python"
-    if not host.exists(python):
-        raise DeployError(f"{directory} is not installed (no {python}): run install_app")
-    return host.run(
-        layout.release_program(directory, "randopony-release", str(directory), *command),
-        check=check,
-        cwd=directory,  # a legacy `-m` imports from the working directory first: its own code
+def restart_staging(d: Deploy) -> None:
+    """Put the new code in service under the release's supervisord (restarted in full when its
+    configuration changed), and wait until the app reports healthy."""
+    answer = runtime(d.host, d.directory, "reload", "--wait-up", "60", check=False)
+    said, _, health = answer.stdout.strip().rpartition("\n")
+    d.target.echo("  " + said)
+    if answer.returncode != 0:
+        raise DeployError(f"the app does not report healthy: {health or answer.stderr.strip()}")
+
+
+def record_deploy(d: Deploy) -> None:
+    records.record_event(
+        d.host, d.kind, release=d.target.staging_release, revision=code_revision(d.target)
     )
 
 
-def restart(target: Target, host: Host, journal) -> None:
-    """Put the new code in service under the release's supervisord (restarted in full when its
-    configuration changed), and wait until the app reports healthy."""
-    directory = release_dir(target, host)
-    with step(target, journal, "restart_staging", "the app and its celery worker, then /up"):
-        answer = runtime(host, directory, "reload", "--wait-up", "60", check=False)
-        said, _, health = answer.stdout.strip().rpartition("\n")
-        target.echo("  " + said)
-        if answer.returncode != 0:
-            raise DeployError(f"the app does not report healthy: {health or answer.stderr.strip()}")
+APP = Step("init_staging_app", "the app (and its port) and the staging website", init_staging_app)
+RSYNC = Step("rsync_code", "the checkout into the release's src/ (rsync)", rsync_code)
+INSTALL = Step(
+    "install_app",
+    "virtualenv, package, credentials, ini link, bin/ scripts, supervisord.conf",
+    install_app,
+)
+INIT_DB = Step(
+    "init_staging_db",
+    "migrate the staging database, add its settings and a wrangler",
+    init_staging_db,
+)
+MIGRATE = Step(
+    "migrate_staging_db",
+    "alembic upgrade head on staging's database",
+    migrate_staging_db,
+    migrations_changed,
+)
+RESTART = Step("restart_staging", "the app and its celery worker, then /up", restart_staging)
+RECORD = Step("record_deploy", "the host's history", record_deploy)
+
+INIT_STEPS = (APP, RSYNC, INSTALL, INIT_DB, RESTART, RECORD)
+DEPLOY_STEPS = (RSYNC, INSTALL, MIGRATE, RESTART, RECORD)
 
 
 def init_staging(
     target: Target, password: str | None, wrangler_password: str, demo: bool = True
 ) -> str:
-    target.checked()
-    host = target.connect()
-    try:
-        refuse_production_release(target, host)
-        journal = records.Journal(host, "init_staging", target.staging_release)
-        with records.host_lock(host, "init_staging", target.staging_release):
-            init_staging_app(target, host, journal, password)
-            rsync_code(target, host, journal)
-            install_app(target, host, journal)
-            init_staging_db(target, host, journal, wrangler_password, demo)
-            restart(target, host, journal)
-            records.record_event(
-                host, "init_staging", release=target.staging_release, revision=code_revision(target)
-            )
-        return staging_address(target, host)
-    finally:
-        host.close()
+    return _deploy(
+        target,
+        Deploy(
+            target,
+            None,
+            kind="init_staging",
+            password=password,
+            wrangler_password=wrangler_password,
+            demo=demo,
+        ),
+        INIT_STEPS,
+    )
 
 
 def deploy_staging(target: Target) -> str:
-    target.checked()
-    host = target.connect()
-    try:
+    return _deploy(target, Deploy(target, None, kind="deploy_staging"), DEPLOY_STEPS)
+
+
+def run_one(
+    target: Target,
+    name: str,
+    password: str | None = None,
+    wrangler_password: str | None = None,
+) -> str:
+    """One of init_staging's steps alone (the fabfile's rsync_code, install_app...), locked and
+    journaled like the whole."""
+    (step,) = [step for step in INIT_STEPS if step.name == name]
+    run = Deploy(target, None, kind=name, password=password, wrangler_password=wrangler_password)
+    return _deploy(target, run, (step,))
+
+
+def _deploy(target: Target, run: Deploy, steps: tuple[Step, ...]) -> str:
+    with target.connected() as host:
+        run.host = host
         refuse_production_release(target, host)
-        journal = records.Journal(host, "deploy_staging", target.staging_release)
-        with records.host_lock(host, "deploy_staging", target.staging_release):
-            rsync_code(target, host, journal)
-            install_app(target, host, journal)
-            migrate_staging_db(target, host, journal)
-            restart(target, host, journal)
-            records.record_event(
-                host,
-                "deploy_staging",
-                release=target.staging_release,
-                revision=code_revision(target),
-            )
+        with records.host_lock(host, run.kind, target.staging_release):
+            run_steps(run, steps)  # a failure says which step: StepFailed, a DeployError
         return staging_address(target, host)
-    finally:
-        host.close()
 
 
 def staging_address(target: Target, host: Host | None = None) -> str:

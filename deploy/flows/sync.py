@@ -31,12 +31,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from deploy.flows.promote import Step
-from deploy.flows.staging import DeployError, runtime
+from deploy.flows import release
+from deploy.flows.release import DeployError, runtime
+from deploy.flows.steps import Run, Step, StepFailed, run_steps
 from deploy.host import layout
 from deploy.remote import file_mirror, records
 from deploy.remote.file_mirror import RIDER_LISTS
-from deploy.remote.hosts import Host, HostError
+from deploy.remote.hosts import Host
 from deploy.remote.target import Target, TargetError
 
 SPACE_FACTOR = 4
@@ -76,15 +77,35 @@ def ensure_sink_key(host: Host) -> PurePosixPath:
 
 
 @dataclass
-class Sync:
-    target: Target
-    host: Host
+class Sync(Run):
+    """What the steps share; saved on the host after each, so a sync cut off in its swap is
+    finished by the next one."""
+
     staging: str
     production: str
     wrangler_password: str
-    done: list[str] = field(default_factory=list)
-    durations: dict[str, float] = field(default_factory=dict)
     figures: dict = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return "sync_staging"
+
+    @property
+    def subject(self) -> str:
+        return self.staging
+
+    def state_file(self) -> PurePosixPath:
+        return state_file(self.host.root)
+
+    def state(self) -> dict:
+        return {"staging": self.staging, "production": self.production, "figures": self.figures}
+
+    def restore(self, state: dict) -> None:
+        super().restore(state)
+        self.figures = dict(state.get("figures", {}))
+
+    def crash_names(self, boundary: str) -> tuple[str, ...]:
+        return (f"sync:{boundary}",)
 
     @property
     def staging_dir(self) -> PurePosixPath:
@@ -101,21 +122,6 @@ class Sync:
     @property
     def work_db(self) -> PurePosixPath:
         return self.work / STAGING_DB
-
-    def python(self) -> str:
-        return str(self.staging_dir / layout.ENV / "bin" / "python")
-
-    def save(self) -> None:
-        state = {
-            "staging": self.staging,
-            "production": self.production,
-            "done": self.done,
-            "durations": self.durations,
-            "figures": self.figures,
-            "by": records.who(),
-            "updated": records.now(),
-        }
-        self.host.write_text(state_file(self.host.root), json.dumps(state, indent=2) + "\n")
 
 
 # The steps, in order.
@@ -154,12 +160,8 @@ def copy_database(s: Sync) -> None:
 def migrate_copy(s: Sync) -> None:
     """Production may run older code than staging: the copy follows staging's migrations. A copy
     newer than staging's code cannot go down with staging's scripts: refused, staging as it was."""
-    alembic = str(s.staging_dir / layout.ENV / "bin" / "alembic")
-    answer = s.host.run(
-        [alembic, "-c", layout.ini_name("staging"), "upgrade", "head"],
-        cwd=s.staging_dir,
-        env={"RANDOPONY_DB_URL": f"sqlite:///{s.work_db}"},
-        check=False,
+    answer = release.alembic(
+        s.host, s.staging_dir, "staging", "upgrade", "head", database=s.work_db, check=False
     )
     said = answer.stdout + answer.stderr
     if answer.returncode != 0:
@@ -171,8 +173,7 @@ def migrate_copy(s: Sync) -> None:
                 "staging first"
             )
         raise DeployError(f"migrating the copy failed: {said.strip()[-1500:]}")
-    ran = [line.split("] ")[-1] for line in said.splitlines() if "Running upgrade" in line]
-    s.target.echo("  " + ("; ".join(ran) or "already at staging's head"))
+    s.target.echo("  " + ("; ".join(release.upgrades_ran(answer)) or "already at staging's head"))
 
 
 def mirror_files(s: Sync) -> None:
@@ -196,7 +197,7 @@ def mirror_files(s: Sync) -> None:
 def sanitize(s: Sync) -> None:
     answer = s.host.run(
         [
-            s.python(),
+            str(s.staging_dir / layout.ENV / "bin" / "python"),
             "-m",
             "app.sanitize",
             layout.ini_name("staging"),
@@ -298,19 +299,14 @@ def preflight(target: Target, host: Host) -> tuple[str, str]:
         )
     staging_dir = layout.release_dir(host.root, target.app_name, staging)
     production_dir = layout.release_dir(host.root, target.app_name, production)
-    if not host.exists(staging_dir / layout.ENV / "bin" / "python"):
+    if not release.installed(host, staging_dir):
         raise TargetError(f"staging {staging} is not installed: run deploy_staging")
     if not host.exists(production_dir / PRODUCTION_DB):
         raise TargetError(f"production {production} has no database at {production_dir}")
-    size = int(host.run(["stat", "-c", "%s", str(production_dir / PRODUCTION_DB)]).stdout)
-    free = int(host.run(["df", "-B1", "--output=avail", str(host.root)]).stdout.split()[-1])
+    size = release.size_of(host, [production_dir / PRODUCTION_DB])
     # Measured (bench/sync.py): the snapshot and its precopy, the sanitising transaction's WAL
     # (every row is rewritten) and VACUUM's temporary copy, which goes to the work directory.
-    if free < SPACE_FACTOR * size:
-        raise TargetError(
-            f"{free / 1e9:.1f} GB free on the host, {SPACE_FACTOR * size / 1e9:.1f} GB needed "
-            f"({SPACE_FACTOR}x production's database)"
-        )
+    release.check_free_space(host, SPACE_FACTOR * size, f"{SPACE_FACTOR}x production's database")
     return staging, production
 
 
@@ -332,15 +328,11 @@ def staging_password(host: Host, given: str | None) -> tuple[str, bool]:
 
 def sync_staging(target: Target, wrangler_password: str | None = None) -> dict:
     """Refresh the staging release from production; returns the summary."""
-    target.checked()
-    host = target.connect()
-    try:
+    with target.connected() as host:
         staging, production = preflight(target, host)
         # A nightly run that died must not keep the next ones out: its own stale lock is taken.
         with records.host_lock(host, "sync_staging", staging, stale_ok=True):
             return run(target, host, staging, production, wrangler_password)
-    finally:
-        host.close()
 
 
 def run(target: Target, host: Host, staging: str, production: str, given: str | None) -> dict:
@@ -352,7 +344,7 @@ def run(target: Target, host: Host, staging: str, production: str, given: str | 
         state = json.loads(saved)
         if "sanitize" in state.get("done", []) and state.get("staging") == staging:
             # Cut off in the swap: the sanitised snapshot is ready; only the swap is left.
-            s.done, s.durations, s.figures = state["done"], state["durations"], state["figures"]
+            s.restore(state)
             target.echo(f"Finishing the sync of {staging} cut off after {s.done[-1]}.")
         else:
             target.echo("A sync cut off before its snapshot was ready: starting again.")
@@ -360,34 +352,19 @@ def run(target: Target, host: Host, staging: str, production: str, given: str | 
         f"Refresh staging {staging} at http://{target.staging_domain}/ from production "
         f"{production} (production keeps serving):"
     )
-    journal = records.Journal(host, "sync_staging", staging)
-    s.save()
-    for step in STEPS:
-        if step.name in s.done:
-            continue
-        target.echo(f"→ {step.name}: {step.changes}")
-        step_started = time.monotonic()
-        try:
-            with journal.step(step.name):
-                step.run(s)
-        except (HostError, DeployError) as error:
-            if "swap_in" not in s.done and step.name != "swap_in":
-                host.remove(s.work)
-                host.remove(state_file(host.root))
-                raise DeployError(
-                    f"{step.name} failed: {error}\nStaging is unchanged; nothing was copied "
-                    "into it."
-                ) from None
+    try:
+        run_steps(s, STEPS)
+    except StepFailed as failure:
+        if "swap_in" not in s.done and failure.step != "swap_in":
+            host.remove(s.work)
+            host.remove(state_file(host.root))
             raise DeployError(
-                f"{step.name} failed: {error}\nStaging may be stopped: fix the cause and run "
-                "`fab sync_staging` again to finish the swap."
+                f"{failure}\nStaging is unchanged; nothing was copied into it."
             ) from None
-        s.durations[step.name] = round(time.monotonic() - step_started, 2)
-        s.done.append(step.name)
-        s.save()
-        target.echo(f"✓ {step.name} ({s.durations[step.name]:.1f} s)")
-        records.crash_point(host, f"sync:{step.name}")
-    host.remove(state_file(host.root))
+        raise DeployError(
+            f"{failure}\nStaging may be stopped: fix the cause and run "
+            "`fab sync_staging` again to finish the swap."
+        ) from None
     summary = {
         "staging": staging,
         "production": production,

@@ -64,9 +64,7 @@ def start(
     wrangler_password: str | None = None,
 ) -> dict:
     window = minutes_value(minutes)
-    target.checked()
-    host = target.connect()
-    try:
+    with target.connected() as host:
         attempt = read_attempt(host)
         if attempt:
             raise TargetError(
@@ -74,8 +72,6 @@ def start(
                 "end it with `fab upgrade_attempt --accept` or `--cancel` first"
             )
         schedule.entry(host, REMINDER)  # refuses now, not after the promotion, without cron
-    finally:
-        host.close()
     # Every check of the promotion runs (and its plan shows) before anything changes.
     promote.ready(target, password)
     question = (
@@ -84,8 +80,7 @@ def start(
     )
     if not yes and not (confirm and confirm(question)):
         raise TargetError("not confirmed; nothing changed")
-    host = target.connect()
-    try:
+    with target.connected() as host:
         attempt = {
             "release": target.staging_release,
             "previous": target.production_release,
@@ -123,8 +118,6 @@ def start(
             ends=attempt["ends"],
         )
         return {**attempt, "sync": synced, "promotion": promoted}
-    finally:
-        host.close()
 
 
 def _production(host: Host) -> str | None:
@@ -159,9 +152,7 @@ def _close(host: Host, attempt: dict, outcome: str) -> dict:
 
 
 def accept(target: Target) -> dict:
-    target.checked()
-    host = target.connect()
-    try:
+    with target.connected() as host:
         attempt = _open_attempt(host)
         if _production(host) != attempt["release"]:
             raise TargetError(
@@ -169,8 +160,6 @@ def accept(target: Target) -> dict:
                 "it was rolled back; `fab upgrade_attempt --cancel` closes the attempt"
             )
         return _close(host, attempt, "accepted")
-    finally:
-        host.close()
 
 
 def cancel(
@@ -182,9 +171,7 @@ def cancel(
 ) -> dict:
     """Roll back with the promotion's rollback (registrations made in the window are carried
     back), or undo a promotion the attempt left unfinished; then close the attempt."""
-    target.checked()
-    host = target.connect()
-    try:
+    with target.connected() as host:
         attempt = read_attempt(host)
         if not attempt:
             raise TargetError("there is no upgrade attempt open on this host")
@@ -196,8 +183,6 @@ def cancel(
             )
         unfinished = promote._interrupted(host)
         current = _production(host)
-    finally:
-        host.close()
     rolled = None
     if unfinished is not None or current == attempt["release"]:
         # The rollback checks the fabfile against production: the attempt knows which it is.
@@ -205,12 +190,9 @@ def cancel(
             attempt.get("previous") if unfinished and unfinished["kind"] == "promote" else current
         )
         rolled = promote.rollback(target, yes=yes, confirm=confirm, password=password)
-    host = target.connect()
-    try:
+    with target.connected() as host:
         closed = _close(host, attempt, "cancelled")
         return {**closed, "rollback": rolled, "production": _production(host)}
-    finally:
-        host.close()
 
 
 def reminder(host: Host) -> str | None:
@@ -261,17 +243,13 @@ def status(host: Host) -> str | None:
 
 def host_status(target: Target) -> list[str]:
     """What `fab releases` adds under its table: the attempt, and the nightly sync."""
-    target.checked()
-    host = target.connect()
-    try:
+    with target.connected() as host:
         lines = [line for line in [status(host)] if line]
         nightly = schedule.entry(host, "sync_staging") if _has_crontab(host) else None
         if nightly:
             minute, hour = nightly.split()[:2]
             lines.append(f"sync_staging runs nightly at {int(hour):02d}:{int(minute):02d}.")
         return lines
-    finally:
-        host.close()
 
 
 def _has_crontab(host: Host) -> bool:

@@ -157,9 +157,7 @@ def _port_range(text: str) -> range:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="randopony-host", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="randopony-host", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("serve", help="run the panel and the router")
     run.add_argument("--root", type=Path, default=paths.default_root())

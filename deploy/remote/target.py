@@ -6,7 +6,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +84,16 @@ class Target:
     @property
     def panel_port(self) -> int:
         return urlsplit(self.hosting_api).port
+
+    @contextmanager
+    def connected(self) -> Iterator[Host]:
+        """The host, checked and connected for the length of a `with`, and closed after."""
+        self.checked()
+        host = self.connect()
+        try:
+            yield host
+        finally:
+            host.close()
 
     def connect(self) -> Host:
         try:

@@ -53,9 +53,7 @@ def test_host_up_status_down(root):
     assert [app.name for app in api.list_apps()] == ["randopony2026r1"]
 
     # host_up on a running host keeps it as it is.
-    assert (
-        service.host_up(root, panel_port=panel_port, router_port=router_port).pid == again.pid
-    )
+    assert service.host_up(root, panel_port=panel_port, router_port=router_port).pid == again.pid
 
     stopped = service.host_down(root)
     assert not stopped.running and not stopped.supervisord
@@ -70,9 +68,7 @@ def test_host_up_refuses_a_port_in_use_and_starts_nothing(root):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         taken = busy.getsockname()[1]
-        with pytest.raises(
-            service.HostServiceError, match=f"127.0.0.1:{taken} is already in use"
-        ):
+        with pytest.raises(service.HostServiceError, match=f"127.0.0.1:{taken} is already in use"):
             service.host_up(root, panel_port=free_port(), router_port=taken)
     assert not service.host_status(root).supervisord
 

@@ -11,11 +11,17 @@ from deploy.flows.promotion_decision import (
     Decision,
     decide_promotion,
     decide_rollback,
+    saved_releases,
 )
 from deploy.remote.target import TargetError
 
-PROMOTING = {"kind": "promote", "new": "2026r2", "old": "2026r1", "done": ["stop_staging"]}
-ROLLING_BACK = {"kind": "rollback", "new": "2026r1", "old": "2026r2", "done": []}
+PROMOTING = {
+    "kind": "promote",
+    "incoming": "2026r2",
+    "outgoing": "2026r1",
+    "done": ["stop_staging"],
+}
+ROLLING_BACK = {"kind": "rollback", "incoming": "2026r1", "outgoing": "2026r2", "done": []}
 ROLES = {"production": "2026r2", "previous": "2026r1", "bad": []}
 
 
@@ -99,3 +105,17 @@ def test_there_must_be_a_good_previous_release_to_roll_back_to():
         decide_rollback(None, first, "2026r1", resume=False)
     with pytest.raises(TargetError, match="2026r1 is marked bad"):
         decide_rollback(None, {**ROLES, "bad": ["2026r1"]}, "2026r2", resume=False)
+
+
+# -- runs saved by older code -------------------------------------------------------------------
+
+
+def test_a_run_saved_as_new_and_old_is_read_with_its_releases_the_right_way_round():
+    """Code before the incoming/outgoing names saved `new` and `old`; a run it left
+    interrupted on a host is still finished (or undone) by today's code."""
+    saved = {"kind": "promote", "new": "2026r2", "old": "2026r1", "done": ["stop_staging"]}
+    assert saved_releases(saved) == ("2026r2", "2026r1")
+    resumed = decide_promotion(saved, resume=True, plan_only=False)
+    assert resumed == Decision(RESUME, incoming="2026r2", outgoing="2026r1")
+    undone = decide_rollback(saved, ROLES, "2026r1", resume=False)
+    assert undone == Decision(UNDO, incoming="2026r1", outgoing="2026r2")
