@@ -10,6 +10,7 @@ import hashlib
 import json
 import subprocess
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -19,6 +20,7 @@ from deploy.flows.steps import Run, Step, run_steps
 from deploy.host import layout, release_runtime
 from deploy.remote import records
 from deploy.remote.hosts import Host, HostError
+from deploy.remote.panel_client import HostingAPI
 from deploy.remote.target import Target, TargetError, hosting_session
 
 # Never on a server: VCS data, caches, tests, docs, development settings, local data and logs,
@@ -57,6 +59,7 @@ class Deploy(Run):
 
     kind: str = "deploy_staging"
     password: str | None = None  # the panel's, when not from the environment
+    api: HostingAPI | None = None  # logged in before any step, for the steps that need it
     wrangler_password: str | None = None
     demo: bool = True
 
@@ -94,16 +97,16 @@ def init_staging_app(d: Deploy) -> None:
     staging domain. Reuses what exists, so running it again changes nothing."""
     target, host = d.target, d.host
     name = target.webapp(target.staging_release)
-    with hosting_session(target, host, d.password) as api:
-        app = api.app(name) or api.create_app(name, "custom_app_with_port", False, "", False)
-        ip = (api.list_ips() or ["127.0.0.1"])[0]
-        take_staging_domain(target, host, api, ip)
-        site = api.website(name)
-        definition = (name, ip, False, [target.staging_domain], [(name, "/")])
-        if site is None:
-            api.create_website(*definition)
-        elif site.subdomains != (target.staging_domain,) or site.website_apps != ((name, "/"),):
-            api.update_website(*definition)
+    api = d.api
+    app = api.app(name) or api.create_app(name, "custom_app_with_port", False, "", False)
+    ip = (api.list_ips() or ["127.0.0.1"])[0]
+    take_staging_domain(target, host, api, ip)
+    site = api.website(name)
+    definition = (name, ip, False, [target.staging_domain], [(name, "/")])
+    if site is None:
+        api.create_website(*definition)
+    elif site.subdomains != (target.staging_domain,) or site.website_apps != ((name, "/"),):
+        api.update_website(*definition)
     host.mkdir(d.directory)
     release.update_json(
         host,
@@ -420,9 +423,13 @@ def run_one(
 
 
 def _deploy(target: Target, run: Deploy, steps: tuple[Step, ...]) -> str:
-    with target.connected() as host:
+    with target.connected() as host, ExitStack() as panel:
         run.host = host
         refuse_production_release(target, host)
+        if APP in steps:
+            # A panel that does not answer or refuses the login refuses the run before
+            # anything is written, the journal included.
+            run.api = panel.enter_context(hosting_session(target, host, run.password))
         with records.host_lock(host, run.kind, target.staging_release):
             run_steps(run, steps)  # a failure says which step: StepFailed, a DeployError
         return staging_address(target, host)
