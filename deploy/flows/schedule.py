@@ -82,13 +82,31 @@ def _crontab(host: Host) -> list[str]:
     return listed.stdout.splitlines() if listed.returncode == 0 else []
 
 
-def _write_crontab(host: Host, lines: list[str]) -> None:
-    tmp = layout.deploy_dir(host.root) / "crontab.new"
-    host.write_text(tmp, "".join(line + "\n" for line in lines), mode=0o600)
+# One shell command on the host, under an flock of the account's: the account's crontab is
+# shared by every host root and by the account's own entries, so two edits at once (two
+# maintainers, a test run beside a developer's host) must not lose each other's lines. A crontab
+# that cannot be read is never replaced.
+EDIT_CRONTAB = r"""
+exec 9>>"${HOME:-/tmp}/.randopony-crontab.lock"
+flock 9
+if ! current=$(crontab -l 2>&1); then
+    case "$current" in *"no crontab"*) current="" ;; *) echo "$current" >&2; exit 3 ;; esac
+fi
+printf '%s\n' "$current" | grep -vF -- "$1" | grep -v '^$' > "$3" || true
+if [ -n "$2" ]; then printf '%s\n' "$2" >> "$3"; fi
+crontab "$3"
+"""
+
+
+def _edit_crontab(host: Host, job: str, line: str | None) -> None:
+    """Drop the job's line (by its marker) and add `line`, if given, in one locked edit."""
+    _crontab(host)  # refuses clearly when the host has no crontab or cannot read it
+    new = layout.deploy_dir(host.root) / "crontab.new"
+    host.mkdir(new.parent)
     try:
-        host.run(["crontab", str(tmp)])
+        host.run(["sh", "-c", EDIT_CRONTAB, "sh", marker(job, host.root), line or "", str(new)])
     finally:
-        host.remove(tmp)
+        host.remove(new)
 
 
 def entry(host: Host, job: str) -> str | None:
@@ -117,20 +135,16 @@ def install(
     )
     command = f"{shlex.quote(str(script))} >> {shlex.quote(str(log_file(host.root, job)))} 2>&1"
     line = f"{when} {command} {marker(job, host.root)}"
-    lines = [
-        existing for existing in _crontab(host) if not existing.endswith(marker(job, host.root))
-    ]
-    _write_crontab(host, [*lines, line])
+    _edit_crontab(host, job, line)
     return line
 
 
 def remove(host: Host, job: str) -> bool:
-    lines = _crontab(host)
-    kept = [line for line in lines if not line.endswith(marker(job, host.root))]
-    if len(kept) != len(lines):
-        _write_crontab(host, kept)
+    had = entry(host, job) is not None
+    if had:
+        _edit_crontab(host, job, None)
     host.remove(script_file(host.root, job))
-    return len(kept) != len(lines)
+    return had
 
 
 def cron_running(host: Host) -> bool:
