@@ -34,6 +34,7 @@ tests_require = [
     "requests",
     "ruff",
     "hypothesis",
+    "pytest-xdist",
 ]
 
 setup(
