@@ -168,8 +168,16 @@ def host_lock(
 # on a host the tests made (it has deploy/test-host), so a stray export can never kill a real
 # promotion with writes held; set anywhere else, it is ignored, and said so.
 CRASH_AFTER = "RANDOPONY_TEST_CRASH_AFTER_STEP"
+# "raise": the boundary raises SimulatedKill instead, for tests that drive a flow in their own
+# process (tests/unit/test_step_runner.py); kill -9 stays the default.
+CRASH_MODE = "RANDOPONY_TEST_CRASH_MODE"
 TEST_HOST_MARK = "test-host"
 _warned: set[str] = set()
+
+
+class SimulatedKill(BaseException):
+    """The in-process stand-in for kill -9: a BaseException, so no flow's error handling
+    catches it, as none can catch a kill."""
 
 
 def is_test_host(host: Host) -> bool:
@@ -192,5 +200,7 @@ def crash_point(host: Host, *names: str) -> None:
             )
         return
     if wanted in names:
+        if os.environ.get(CRASH_MODE) == "raise":
+            raise SimulatedKill(wanted)
         print(f"TEST CRASH: killed after {wanted} ({CRASH_AFTER})", file=sys.stderr, flush=True)
         os._exit(9)
