@@ -234,16 +234,14 @@ def production_session_secret(p: Promotion) -> None:
 
 
 def init_production_db(p: Promotion) -> None:
-    argv = [
-        str(p.incoming_dir / layout.ENV / "bin" / "initialize_RandoPony_db"),
-        layout.ini_name("production"),
-        "--wrangler-email",
+    release.initialize_db(
+        p.host,
+        p.incoming_dir,
+        "production",
         p.target.wrangler_email,
-    ]
-    if p.demo:
-        argv.append("--demo")
-    env = {"RANDOPONY_WRANGLER_PASSWORD": p.wrangler_password} if p.wrangler_password else {}
-    p.host.run(argv, cwd=p.incoming_dir, env=env)
+        p.wrangler_password,
+        p.demo,
+    )
 
 
 def stop_old_worker(p: Promotion) -> None:

@@ -83,6 +83,29 @@ def upgrades_ran(answer: subprocess.CompletedProcess) -> list[str]:
     return [line.split("] ")[-1] for line in said.splitlines() if "Running upgrade" in line]
 
 
+def initialize_db(
+    host: Host,
+    directory: PurePosixPath,
+    role: str,
+    wrangler_email: str,
+    wrangler_password: str | None,
+    demo: bool,
+) -> None:
+    """The release's initialize_RandoPony_db on its role's database: migrated, its required
+    rows, a first wrangler, and with `demo` a few events with riders. Safe to run again."""
+    argv = [
+        str(directory / layout.ENV / "bin" / "initialize_RandoPony_db"),
+        layout.ini_name(role),
+        "--wrangler-email",
+        wrangler_email,
+        *(["--demo"] if demo else []),
+    ]
+    # The password goes by the environment, never argv; without it the script keeps any
+    # wrangler there is.
+    env = {"RANDOPONY_WRANGLER_PASSWORD": wrangler_password} if wrangler_password else None
+    host.run(argv, cwd=directory, env=env)
+
+
 def write_bin_scripts(host: Host, directory: PurePosixPath) -> None:
     """bin/start, bin/stop, bin/restart for a person on the host, doing what the fab tasks do."""
     program = shlex.quote(str(directory / layout.ENV / "bin" / "randopony-release"))

@@ -309,17 +309,9 @@ def code_revision(target: Target) -> str:
 
 
 def init_staging_db(d: Deploy) -> None:
-    if not d.wrangler_password:
-        raise DeployError("no wrangler password: set RANDOPONY_WRANGLER_PASSWORD")
-    argv = [
-        str(d.directory / layout.ENV / "bin" / "initialize_RandoPony_db"),
-        layout.ini_name("staging"),
-        "--wrangler-email",
-        d.target.wrangler_email,
-    ]
-    if d.demo:
-        argv.append("--demo")
-    d.host.run(argv, cwd=d.directory, env={"RANDOPONY_WRANGLER_PASSWORD": d.wrangler_password})
+    release.initialize_db(
+        d.host, d.directory, "staging", d.target.wrangler_email, d.wrangler_password, d.demo
+    )
     _record_migrations(d.target, d.host, d.directory)
 
 
