@@ -8,7 +8,7 @@ the last step touches what staging serves:
    SQLite writers wait for that moment, milliseconds when its WAL is in use, printed);
 2. migrated to the staging release's alembic head;
 3. production's rider list files mirrored with rsync into the host's mirror (never served);
-4. sanitised by the staging release's own code (`python -m app.sanitize`, see app/sanitize.py):
+4. sanitised by the staging release's own code (`python -m app.sanitize`, see app/sanitize/):
    addresses to the sink, production links to staging, wrangler passwords, secret links and
    tokens, the outbox; rider lists rewritten from the mirror under their new secret names; a
    final scan refuses if anything personal is left;
