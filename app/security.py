@@ -11,7 +11,7 @@ from pyramid.authorization import ACLHelper, Allow, Authenticated
 from pyramid.csrf import new_csrf_token
 
 from .login_throttle import Policy
-from .models import Wrangler
+from .models import Wrangler, wranglers
 
 ADMIN = "admin"
 MAX_LIFETIME = 12 * 3600
@@ -68,6 +68,7 @@ class SessionSecurityPolicy:
 
 def includeme(config):
     max_lifetime = int(config.get_settings().get("session.max_lifetime", MAX_LIFETIME))
+    wranglers.configure_hasher(config.get_settings())
     config.set_root_factory(RootFactory)
     config.set_security_policy(SessionSecurityPolicy(max_lifetime))
     # Read here so that a bad setting stops the app at start, not at the first login.

@@ -1,9 +1,14 @@
 """Fixtures: every test gets its own real SQLite database (a copy of one migrated by
-initialize_RandoPony_db), its own broker file and a real WSGI app built from testing.ini."""
+initialize_RandoPony_db), its own broker file and a real WSGI app built from testing.ini.
+
+The functional tests (tests/functional/conftest.py) trade these for one app for the whole run and
+a transaction per test that is rolled back at its end; tests there that need real commits still
+get their own database from the helpers here."""
 
 import shutil
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -77,10 +82,27 @@ def template_db(tmp_path_factory) -> Path:
     return folder / "RandoPony-testing.sqlite"
 
 
+def own_database(folder: Path, template_db: Path) -> dict:
+    """Settings for a copy of the template database in the folder."""
+    shutil.copy(template_db, folder / "RandoPony-testing.sqlite")
+    return settings_for(folder)
+
+
+@contextmanager
+def session_on(settings: dict):
+    """A session on the settings' database, for arranging rows and checking what views stored."""
+    engine = get_engine(settings)
+    session = Session(engine, expire_on_commit=False)
+    try:
+        yield session
+    finally:
+        session.close()
+        engine.dispose()
+
+
 @pytest.fixture
 def app_settings(tmp_path, template_db) -> dict:
-    shutil.copy(template_db, tmp_path / "RandoPony-testing.sqlite")
-    return settings_for(tmp_path)
+    return own_database(tmp_path, template_db)
 
 
 @pytest.fixture
@@ -95,12 +117,8 @@ def testapp(wsgi_app):
 
 @pytest.fixture
 def db(app_settings):
-    """A session on the test's database, for arranging rows and checking what views stored."""
-    engine = get_engine(app_settings)
-    session = Session(engine, expire_on_commit=False)
-    yield session
-    session.close()
-    engine.dispose()
+    with session_on(app_settings) as session:
+        yield session
 
 
 @pytest.fixture

@@ -7,7 +7,26 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from .meta import Base
 
+# Production's costs are argon2-cffi's defaults (RFC 9106's low-memory profile: 3 passes over
+# 64 MiB in 4 lanes). Only testing.ini lowers them. A hash carries its own costs, so it verifies
+# whatever the costs are now, and check_password redoes it at the current ones.
 _hasher = PasswordHasher()
+COST_SETTINGS = {
+    "time_cost": "security.argon2_time_cost",
+    "memory_cost": "security.argon2_memory_cost",  # KiB
+    "parallelism": "security.argon2_parallelism",
+}
+
+
+def configure_hasher(settings) -> None:
+    """Hash new passwords at the ini's argon2 costs; production's where the ini names none. Called
+    where the settings are read: app.security.includeme and initialize_RandoPony_db."""
+    global _hasher
+    costs = {
+        field: int(settings.get(key, getattr(PasswordHasher(), field)))
+        for field, key in COST_SETTINGS.items()
+    }
+    _hasher = PasswordHasher(**costs)
 
 
 class Wrangler(Base):

@@ -24,6 +24,7 @@ from ..models import (
     Wrangler,
     get_engine,
     get_session_factory,
+    wranglers,
 )
 from ..models.events import default_registration_end
 from ..templating import club_now
@@ -178,6 +179,7 @@ def add_demo_events(db, now: datetime) -> None:
 def initialize(settings, demo=False, wrangler_email=None, wrangler_password=None) -> None:
     ensure_credentials(settings)
     settings = app_settings.load(settings)
+    wranglers.configure_hasher(settings)
     migrate(settings)
     engine = get_engine(settings)
     try:

@@ -243,6 +243,7 @@ def test_a_session_ends_twelve_hours_after_login_whatever_the_activity(admin, ap
     assert "log in" in page.text
 
 
+@pytest.mark.own_database  # an app of its own, to set its session lifetime
 def test_the_session_lifetime_is_a_setting(app_settings):
     app = main({}, **{**app_settings, "session.max_lifetime": "600"})
     browser = another_browser(app)

@@ -372,13 +372,14 @@ def test_delete_asks_first_then_deletes_the_event_and_its_riders(admin, db):
     brevet = make_brevet(db)
     make_brevet_rider(db, brevet)
     db.commit()
+    title = brevet.title  # read before the row is gone
     page = admin.get(f"/admin/brevets/{brevet.id}/delete")
     assert "Are you sure?" in page.text and "1 pre-registered riders" in page.text
     # Looking at the question deletes nothing.
     assert count(db, Brevet) == 1
     response = page.forms["confirm-delete"].submit()
     assert response.location == "http://randopony.localhost/admin/brevets/"
-    assert f"{brevet.title} deleted" in response.follow().text
+    assert f"{title} deleted" in response.follow().text
     assert count(db, Brevet) == 0
     assert count(db, BrevetRider) == 0
 

@@ -2,10 +2,11 @@
 
 import pytest
 import webtest
+from pyramid.paster import get_appsettings
 from sqlalchemy import func, select
 
-from app.models import Wrangler
-from tests.conftest import WRANGLER_EMAIL, WRANGLER_PASSWORD
+from app.models import Wrangler, wranglers
+from tests.conftest import ROOT, WRANGLER_EMAIL, WRANGLER_PASSWORD
 from tests.factories import make_wrangler
 
 
@@ -43,6 +44,21 @@ def test_add_a_wrangler_who_can_then_log_in(admin, db, fresh, login):
     assert "a long password" not in new.password_hash
     admin.reset()
     assert login("new.wrangler@example.com", "a long password").status_int == 302
+
+
+def test_passwords_are_hashed_at_the_ini_s_argon2_costs_and_production_s_by_default(
+    admin, fresh, monkeypatch
+):
+    assert new_form(admin, "costs@example.com", "a long password").status_int == 302
+    # testing.ini's cheap costs reach the app...
+    stored = wrangler(fresh(), "costs@example.com").password_hash
+    assert stored.startswith("$argon2id$v=19$m=8,t=1,p=1$")
+    # ...and the inis of real sites name none: argon2-cffi's defaults (RFC 9106, low memory).
+    monkeypatch.setattr(wranglers, "_hasher", wranglers._hasher)  # put back at the end
+    for ini in ("production.ini", "staging.ini", "development.ini"):
+        wranglers.configure_hasher(get_appsettings(str(ROOT / ini)))
+        hasher = wranglers._hasher
+        assert (hasher.time_cost, hasher.memory_cost, hasher.parallelism) == (3, 65536, 4), ini
 
 
 @pytest.mark.parametrize(

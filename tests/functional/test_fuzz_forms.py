@@ -17,16 +17,13 @@ from urllib.parse import quote, urlencode
 
 import pytest
 import webtest
-from argon2 import PasswordHasher
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import main
-from app.models import Wrangler, get_engine, wranglers
+from app.models import get_engine
 from app.models.events import URL_DATE_FORMAT
-from app.views import admin_auth
 from tests.conftest import WRANGLER_EMAIL, WRANGLER_PASSWORD, fuzz_settings, settings_for
 from tests.factories import in_days, make_brevet, make_populaire, make_wrangler
 
@@ -50,40 +47,31 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, template_db):
-    """One app for the module, with argon2 made cheap for the fuzzed logins (production's costs
-    are untouched: the stored hash carries its own parameters)."""
+    """One app and database for the module (its examples commit, and `dump` reads the file), with
+    argon2 at testing.ini's cheap costs for the fuzzed logins."""
     folder = tmp_path_factory.mktemp("fuzz")
     shutil.copy(template_db, folder / "RandoPony-testing.sqlite")
     app_settings = settings_for(folder, **{"login.free_failures": "1000000"})
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(
-            wranglers, "_hasher", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
-        )
-        admin_auth._nobody.cache_clear()
-        engine = get_engine(app_settings)
-        db = Session(engine, expire_on_commit=False)
-        db.scalar(select(Wrangler).where(Wrangler.email == WRANGLER_EMAIL)).set_password(
-            WRANGLER_PASSWORD
-        )
-        ids = {
-            "asking": make_brevet(db, info_question="Your club?", date_time=in_days(10)),
-            "plain": make_brevet(db, region="SI", distance=300, date_time=in_days(12)),
-            "choice": make_populaire(db, distance="50 km, 100 km"),
-            "single": make_populaire(
-                db, short_name="Solo", distance="25 km", date_time=in_days(6, time(9, 0))
-            ),
-            "other": make_wrangler(db, email="other@example.com"),
-            "edited brevet": make_brevet(db, region="PR", date_time=in_days(15)),
-            "edited populaire": make_populaire(db, short_name="EditMe"),
-        }
-        db.commit()
-        app = webtest.TestApp(
-            main({}, **app_settings), extra_environ={"HTTP_HOST": "randopony.localhost"}
-        )
-        yield Site(app, str(folder / "RandoPony-testing.sqlite"), db, ids)
-        db.close()
-        engine.dispose()
-        admin_auth._nobody.cache_clear()
+    engine = get_engine(app_settings)
+    db = Session(engine, expire_on_commit=False)
+    ids = {
+        "asking": make_brevet(db, info_question="Your club?", date_time=in_days(10)),
+        "plain": make_brevet(db, region="SI", distance=300, date_time=in_days(12)),
+        "choice": make_populaire(db, distance="50 km, 100 km"),
+        "single": make_populaire(
+            db, short_name="Solo", distance="25 km", date_time=in_days(6, time(9, 0))
+        ),
+        "other": make_wrangler(db, email="other@example.com"),
+        "edited brevet": make_brevet(db, region="PR", date_time=in_days(15)),
+        "edited populaire": make_populaire(db, short_name="EditMe"),
+    }
+    db.commit()
+    app = webtest.TestApp(
+        main({}, **app_settings), extra_environ={"HTTP_HOST": "randopony.localhost"}
+    )
+    yield Site(app, str(folder / "RandoPony-testing.sqlite"), db, ids)
+    db.close()
+    engine.dispose()
 
 
 @pytest.fixture(scope="module")

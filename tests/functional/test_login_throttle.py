@@ -21,6 +21,11 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 WRONG = "Wrong email or password."
 FREE = 5  # the default free failures
 
+# Real commits: the throttle counts each try in a short transaction of its own, which must hold
+# for a second app on the same database and against parallel guesses queueing on SQLite's write
+# lock; and the blocks of 10 minutes are app settings.
+pytestmark = pytest.mark.own_database
+
 
 @pytest.fixture
 def app_settings(app_settings):

@@ -128,6 +128,7 @@ def test_up_reports_the_database_revision(testapp):
     assert answer.headers["Cache-Control"].startswith("max-age=0")
 
 
+@pytest.mark.own_database  # /up reads the revision with a connection of its own
 def test_up_is_503_when_the_database_is_behind_the_code(testapp, db):
     db.execute(text("UPDATE alembic_version SET version_num = 'older'"))
     db.commit()

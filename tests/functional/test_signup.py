@@ -159,11 +159,11 @@ def test_script_in_a_name_is_rendered_escaped(testapp, db, brevet_url):
 
 
 def test_post_without_csrf_token_is_400_and_stores_nothing(testapp, db, brevet_url):
-    testapp.post(
-        brevet_url + "/entry",
-        {"email": "rider@example.org", "first_name": "A", "last_name": "B", "bike_type": "single"},
-        status=400,
-    )
+    # Everything the form asks for but the token, so that the token alone is what is missing.
+    fields = {"email": "rider@example.org", "first_name": "A", "last_name": "B"}
+    fields.update(bike_type="single", info_answer="No")
+    answer = testapp.post(brevet_url + "/entry", fields, status=400)
+    assert "This form has expired" in answer.text
     assert riders(db) == []
 
 
@@ -311,6 +311,7 @@ def test_rider_list_downloads(testapp, db, brevet_url):
     testapp.get(f"{brevet_url}/rider_list/wrong.csv", status=404)
 
 
+@pytest.mark.own_database  # another connection takes SQLite's write lock
 def test_membership_is_asked_before_the_sign_up_takes_the_write_lock(
     testapp, db, brevet_url, membership_service, app_settings
 ):
@@ -339,6 +340,7 @@ def test_membership_is_asked_before_the_sign_up_takes_the_write_lock(
     assert riders(db)[0].member_status is True
 
 
+@pytest.mark.own_database  # another connection holds SQLite's write lock
 def test_a_sign_up_that_never_gets_the_write_lock_is_refused_with_503(db, brevet_url, app_settings):
     """Another writer holds the database for every try: the rider is told to send it again
     (503, Retry-After), never a 500, and nothing is stored."""
@@ -453,6 +455,7 @@ def test_mailed_links_use_the_sites_address_never_the_requests_host(wsgi_app, db
     assert "http://randopony.localhost/brevets/" in notification.body
 
 
+@pytest.mark.own_database  # an app of its own, with an https site.url
 def test_a_site_behind_https_sends_secure_cookies_and_https_links(app_settings, db, brevet_url):
     """Behind a TLS front end (site.url https://, and X-Forwarded-Proto from the router that
     waitress trusts), the session cookie is Secure and mailed links are https://."""
