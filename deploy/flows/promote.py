@@ -396,7 +396,8 @@ def record_promotion(p: Promotion) -> None:
 
 def _figures(p: Promotion) -> dict:
     return {
-        "address": f"http://{p.target.production_domain}/",
+        # Where browsers reach it: the router's port, or the public scheme and port.
+        "address": site_url(p.target, p.host, "production") + "/",
         "write_hold_seconds": p.hold_seconds,
         "copied_bytes": p.copied_bytes,
         "steps": p.durations,
@@ -677,9 +678,8 @@ def plan(p: Promotion, current: tuple[str, str] | None = None) -> list[str]:
     """The numbered checklist: each step, what it touches and its estimate; once the run has
     begun, which steps are done (with their durations), `current` (running or failed), pending."""
     if p.kind == "promote":
-        lines = [
-            f"Promote {p.webapp(p.incoming)} to production at http://{p.target.production_domain}/"
-        ]
+        where = site_url(p.target, p.host, "production")
+        lines = [f"Promote {p.webapp(p.incoming)} to production at {where}/"]
         if p.outgoing:
             lines[0] += f", replacing {p.webapp(p.outgoing)}"
     elif switched(p):

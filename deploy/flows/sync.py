@@ -33,6 +33,7 @@ from pathlib import PurePosixPath
 
 from deploy.flows import release
 from deploy.flows.release import DeployError, runtime
+from deploy.flows.staging import site_url
 from deploy.flows.steps import Run, Step, StepFailed, run_steps
 from deploy.host import layout
 from deploy.remote import file_mirror, records
@@ -349,7 +350,7 @@ def run(target: Target, host: Host, staging: str, production: str, given: str | 
         else:
             target.echo("A sync cut off before its snapshot was ready: starting again.")
     target.echo(
-        f"Refresh staging {staging} at http://{target.staging_domain}/ from production "
+        f"Refresh staging {staging} at {site_url(target, host, 'staging')}/ from production "
         f"{production} (production keeps serving):"
     )
     try:
@@ -368,7 +369,7 @@ def run(target: Target, host: Host, staging: str, production: str, given: str | 
     summary = {
         "staging": staging,
         "production": production,
-        "address": f"http://{target.staging_domain}/",
+        "address": site_url(target, host, "staging") + "/",
         "seconds": round(time.monotonic() - started, 2),
         "steps": s.durations,
         **{k: v for k, v in s.figures.items() if k != "sanitized"},

@@ -76,11 +76,6 @@ def test_the_first_promotion_says_what_production_is(production):
     assert (up["release"], up["status"]) == ("2026r1", "ok")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="deploy/flows/promote.py _figures prints http://<production_domain>/ without the "
-    "router's port (or public_scheme/public_port), unlike staging's address",
-)
 def test_the_first_promotion_prints_the_address_browsers_reach(production):
     address = f"http://randopony.localhost:{production.router_port}/"
     assert f"Production is 2026r1 at {address} " in production.promoted.stdout
