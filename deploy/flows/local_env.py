@@ -24,8 +24,14 @@ from deploy.host import paths, service, supervisor
 from deploy.remote import records
 from deploy.remote.target import CHECKOUT, Target, TargetError
 
-ROOT = paths.default_root()
-MAIL_PORT = 8025
+# The host and its ports: var/host and the fixed ports unless the environment says otherwise
+# (a second host on the machine, such as the test of `make run` itself, runs beside the first).
+ROOT = Path(os.environ.get("RANDOPONY_HOST_ROOT") or paths.default_root()).resolve()
+PANEL_PORT = int(os.environ.get("RANDOPONY_PANEL_PORT") or paths.DEFAULT_PANEL[1])
+ROUTER_PORT = int(os.environ.get("RANDOPONY_ROUTER_PORT") or paths.DEFAULT_ROUTER[1])
+MAIL_PORT = int(os.environ.get("RANDOPONY_MAIL_PORT") or 8025)
+APP_PORTS = os.environ.get("RANDOPONY_APP_PORTS") or None  # FIRST-LAST; None: the panel's
+HOSTING_API = f"http://127.0.0.1:{PANEL_PORT}/"
 DEV_WRANGLER_PASSWORD = "randopony-dev"
 
 
@@ -66,16 +72,26 @@ def up() -> int:
     if not env_file.exists():
         # Releases on this machine mail the sink, never the world.
         env_file.write_text(f"RANDOPONY_SMTP_HOST=127.0.0.1\nRANDOPONY_SMTP_PORT={MAIL_PORT}\n")
-    service.print_status(service.host_up(ROOT, mail_port=MAIL_PORT, wait_limit=30))
+    service.print_status(
+        service.host_up(
+            ROOT, PANEL_PORT, ROUTER_PORT, mail_port=MAIL_PORT, wait_limit=30, app_ports=APP_PORTS
+        )
+    )
     os.environ.setdefault("RANDOPONY_HOSTING_PASSWORD", password)
     os.environ.setdefault("RANDOPONY_HOST_ROOT", str(ROOT))
+    os.environ.setdefault("RANDOPONY_HOSTING_API", HOSTING_API)
     import fabfile  # the checkout's own values: what `fab` uses afterwards
 
     try:
         roles = host_roles(fabfile.target())
         if roles["production"] is None:
             # A new machine: the checkout goes live as production first, with demo events.
-            first = Target(host_root=str(ROOT), checkout=CHECKOUT, staging_release=FIRST_PRODUCTION)
+            first = Target(
+                host_root=str(ROOT),
+                hosting_api=HOSTING_API,
+                checkout=CHECKOUT,
+                staging_release=FIRST_PRODUCTION,
+            )
             if roles["staging"] != FIRST_PRODUCTION:
                 staging.init_staging(first, password, DEV_WRANGLER_PASSWORD)
             promote.promote(first, yes=True, wrangler_password=DEV_WRANGLER_PASSWORD, demo=True)
