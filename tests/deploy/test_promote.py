@@ -59,7 +59,7 @@ def releases(staging, production):
 
 def step_names(steps, **state):
     """The steps that apply to a run in the given state, in order."""
-    p = SimpleNamespace(**{"new": "2026r9", "old": "2026r8", "undo": None, **state})
+    p = SimpleNamespace(**{"incoming": "2026r9", "outgoing": "2026r8", "undo": None, **state})
     return [step.name for step in steps if step.applies(p)]
 
 
@@ -615,7 +615,9 @@ def test_cleanup_refuses_bad_input_a_held_lock_and_an_unfinished_promotion(produ
     assert "goes   2026r1" in done.stdout and "goes   2026r5" in done.stdout
     assert production.tree() == before and len(history(production)) == events
 
-    state_file(production).write_text(json.dumps({"new": "2026r10", "old": "2026r9", "done": []}))
+    state_file(production).write_text(
+        json.dumps({"incoming": "2026r10", "outgoing": "2026r9", "done": []})
+    )
     try:
         done = production.fab("cleanup_releases", "--keep=0", "--yes", check=False, **AFTER_ALL)
         assert done.returncode == 1 and "--resume" in done.stderr
