@@ -43,9 +43,13 @@ stop: install
 dev: install
 	$(PY) -m app.scripts.devserver
 
+# Two test modules at a time (pytest-xdist, a module to a worker): most of the suite waits on
+# real processes starting, copying and stopping, so two cores take two modules.
+TEST_WORKERS ?= 2
+
 test: debian-packages install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 # The quick loop while editing: tests that start no process (tests/unit), in seconds.
 test-fast: install

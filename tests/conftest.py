@@ -132,3 +132,23 @@ def login(testapp):
         return form.submit()
 
     return log_in
+
+
+# The longest modules first: `make test` runs modules side by side (pytest-xdist, a whole module
+# to a worker), and the run ends with its slowest module, so that one must not start last.
+LONGEST_FIRST = (
+    "tests/deploy/test_promote.py",
+    "tests/deploy/test_sync.py",
+    "tests/deploy/test_ssh_flows.py",
+    "tests/deploy/test_prompts.py",
+    "tests/deploy/test_staging_local.py",
+    "tests/deploy/test_old_releases.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a module stays as written
