@@ -1,7 +1,16 @@
-"""Real processes for the host's tests: the host (panel + router) and tiny waitress apps."""
+"""Real processes for the host's tests: the host (panel + router) and tiny waitress apps.
+
+Most tests share one host per module (`shared_host`, its first account `shared_api`) and keep
+out of each other's way by names of their own (`names`: apps, websites, domains) and, where what
+they check is an account's whole view or they change the account, an account of their own
+(`own_api`). A test that needs other `serve` arguments (@pytest.mark.host_args), stops or
+restarts the host, or changes what the whole host does (a client's login throttle, an adopted
+store) takes a host of its own (`host`).
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -105,8 +114,12 @@ class Host:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, cwd=CHECKOUT
             )
-        wait_for_port(self.panel_port, self.process, self.log)
-        wait_for_port(self.router_port, self.process, self.log)
+        try:
+            wait_for_port(self.panel_port, self.process, self.log)
+            wait_for_port(self.router_port, self.process, self.log)
+        except BaseException:
+            self.stop()  # a host that never answered is not left running
+            raise
 
     def stop(self) -> None:
         if self.process is not None:
@@ -116,10 +129,43 @@ class Host:
         self.stop()
         self.start()
 
-    def api(self) -> HostingAPI:
+    def api(self, username: str = USERNAME, password: str = PASSWORD) -> HostingAPI:
         api = HostingAPI(self.panel_url)
-        api.login(USERNAME, PASSWORD)
+        api.login(username, password)
         return api
+
+    def add_account(self, username: str, password: str = PASSWORD) -> HostingAPI:
+        """An account of its own on the running host (or a new password), logged in."""
+        # In-process like make_host: the store is made to be opened while the host runs.
+        store = open_store(HostSettings(root=self.root))
+        try:
+            store.set_password(username, password)
+        finally:
+            store.close()
+        return self.api(username, password)
+
+
+_prefixes = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Names:
+    """Names that no other test on a shared host uses: apps, websites and accounts start with
+    the prefix, domains sit below a label of it. `Names.fresh()` gives a new prefix."""
+
+    prefix: str
+
+    @classmethod
+    def fresh(cls) -> Names:
+        return cls(f"t{next(_prefixes)}")
+
+    def __call__(self, name: str) -> str:
+        """An app's, website's or account's name: "production" -> "t7_production"."""
+        return f"{self.prefix}_{name}"
+
+    def domain(self, name: str = "randopony") -> str:
+        """A domain: "randopony" -> "randopony.t7.localhost"."""
+        return f"{name}.{self.prefix}.localhost"
 
 
 def make_host(root: Path, *extra_args: str) -> Host:
@@ -130,19 +176,56 @@ def make_host(root: Path, *extra_args: str) -> Host:
     return Host(root, free_port(), free_port(), tuple(extra_args))
 
 
+# What every test host runs with, unless a test's host_args say otherwise.
+HOST_ARGS = ("--wait-limit", "5")
+
+
 @pytest.fixture
 def host(tmp_path, request):
     """A host of the test's own; @pytest.mark.host_args(...) adds arguments to `serve`."""
     marker = request.node.get_closest_marker("host_args")
-    running = make_host(tmp_path / "host", "--wait-limit", "5", *(marker.args if marker else ()))
-    running.start()
-    yield running
-    running.stop()
+    running = make_host(tmp_path / "host", *HOST_ARGS, *(marker.args if marker else ()))
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
 
 
 @pytest.fixture
 def api(host) -> HostingAPI:
     return host.api()
+
+
+@pytest.fixture(scope="module")
+def shared_host(tmp_path_factory):
+    """One host for the module's tests, each with names of its own (`names`)."""
+    running = make_host(tmp_path_factory.mktemp("shared") / "host", *HOST_ARGS)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_api(shared_host) -> HostingAPI:
+    """A client of the shared host's first account, for the tests whose own names are enough:
+    it sees what the module's other tests made too."""
+    return shared_host.api()
+
+
+@pytest.fixture
+def names() -> Names:
+    """The test's own names on the shared host."""
+    return Names.fresh()
+
+
+@pytest.fixture
+def own_api(shared_host, names) -> HostingAPI:
+    """A client logged in to an account of the test's own on the shared host, for a test that
+    checks an account's whole view or changes the account: it sees only what the test made."""
+    return shared_host.add_account(names("pony"))
 
 
 @pytest.fixture

@@ -1,4 +1,7 @@
-"""Accounts are isolated: each sees and touches only its own apps, websites and domains."""
+"""Accounts are isolated: each sees and touches only its own apps, websites and domains.
+
+The tests share one host; each makes its apps, websites, domains and intruding account under
+names of its own (see tests/host/conftest.py), so none sees another's."""
 
 import sqlite3
 
@@ -7,7 +10,7 @@ import requests
 
 from deploy.host.server import HostSettings, open_store
 from deploy.remote.panel_client import Conflict, HostingAPI, NotFound
-from tests.host.conftest import make_host, set_password
+from tests.host.conftest import Names, make_host, set_password
 
 DOMAIN = "randopony.localhost"
 IP = "127.0.0.1"
@@ -15,33 +18,45 @@ INTRUDER, INTRUDER_PASSWORD = "intruder", "another long password"
 
 
 @pytest.fixture
-def owner(api):
-    """The first account, with production's app and website on it."""
-    api.create_app("production_app")
-    api.create_website("production", IP, False, [DOMAIN], [("production_app", "/")])
-    return api
+def domain(names) -> str:
+    return names.domain()
 
 
 @pytest.fixture
-def intruder(host) -> HostingAPI:
-    assert set_password(host.root, INTRUDER, INTRUDER_PASSWORD).returncode == 0
-    api = HostingAPI(host.panel_url)
-    api.login(INTRUDER, INTRUDER_PASSWORD)
-    return api
+def owner(shared_api, names, domain):
+    """The shared host's first account, with the test's production app and website on it."""
+    shared_api.create_app(names("production_app"))
+    shared_api.create_website(
+        names("production"), IP, False, [domain], [(names("production_app"), "/")]
+    )
+    return shared_api
 
 
-def test_each_account_lists_only_its_own(owner, intruder):
+@pytest.fixture
+def intruder(shared_host, names) -> HostingAPI:
+    """An account of the test's own."""
+    return shared_host.add_account(names(INTRUDER), INTRUDER_PASSWORD)
+
+
+def test_each_account_lists_only_its_own(owner, intruder, names):
     assert intruder.list_apps() == [] and intruder.list_websites() == []
-    intruder.create_app("intruder_app")
-    intruder.create_website("intruder_site", IP, False, ["x.localhost"], [("intruder_app", "/")])
-    assert [app.name for app in owner.list_apps()] == ["production_app"]
-    assert [site.name for site in owner.list_websites()] == ["production"]
-    assert [app.name for app in intruder.list_apps()] == ["intruder_app"]
-    assert [site.name for site in intruder.list_websites()] == ["intruder_site"]
+    intruder.create_app(names("intruder_app"))
+    intruder.create_website(
+        names("intruder_site"), IP, False, [names.domain("x")], [(names("intruder_app"), "/")]
+    )
+    # The owner has other tests' apps and websites as well, but none of the intruder's.
+    owners_apps = [app.name for app in owner.list_apps()]
+    owners_websites = [site.name for site in owner.list_websites()]
+    assert names("production_app") in owners_apps and names("intruder_app") not in owners_apps
+    assert names("production") in owners_websites
+    assert names("intruder_site") not in owners_websites
+    assert [app.name for app in intruder.list_apps()] == [names("intruder_app")]
+    assert [site.name for site in intruder.list_websites()] == [names("intruder_site")]
 
 
 # Each call on the owner's app or website, and the message it gets for a name nobody has:
-# the intruder is told exactly that, so it cannot tell the two apart.
+# the intruder is told exactly that, so it cannot tell the two apart. The owner's names are
+# this module's alone (the other tests' names all have a prefix).
 FOREIGN_CALLS = [
     ("delete_app", ("production_app",), "no app named 'production_app'"),
     ("app_answers", ("production_app",), "no app named 'production_app'"),
@@ -66,18 +81,14 @@ def ghostly(value):
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    # One host for these refusals: none of them may change it anyway.
-    host = make_host(tmp_path_factory.mktemp("accounts") / "host")
-    assert set_password(host.root, INTRUDER, INTRUDER_PASSWORD).returncode == 0
-    host.start()
-    owner = host.api()
+def shared(shared_host):
+    # One owner and one intruder for these refusals: none of them may change anything anyway.
+    accounts = Names.fresh()
+    owner = shared_host.add_account(accounts("owner"))
     owner.create_app("production_app")
     owner.create_website("production", IP, False, [DOMAIN], [("production_app", "/")])
-    intruder = HostingAPI(host.panel_url)
-    intruder.login(INTRUDER, INTRUDER_PASSWORD)
-    yield host, owner, intruder
-    host.stop()
+    intruder = shared_host.add_account(accounts(INTRUDER), INTRUDER_PASSWORD)
+    return shared_host, owner, intruder
 
 
 @pytest.mark.parametrize(
@@ -103,36 +114,38 @@ def test_another_accounts_app_or_website_is_as_good_as_missing(shared, method, a
     assert answer.status_code == 502  # still routed to production_app, which is not running
 
 
-def test_a_website_cannot_claim_another_accounts_domain(host, owner, intruder):
-    intruder.create_app("intruder_app")
-    with pytest.raises(Conflict, match=f"domain '{DOMAIN}' belongs to another account"):
-        intruder.create_website("mine", IP, False, [DOMAIN], [("intruder_app", "/")])
-    intruder.create_website("mine", IP, False, ["x.localhost"], [("intruder_app", "/")])
+def test_a_website_cannot_claim_another_accounts_domain(owner, intruder, names, domain):
+    production, production_app = names("production"), names("production_app")
+    mine, intruder_app = names("mine"), names("intruder_app")
+    intruder.create_app(intruder_app)
+    with pytest.raises(Conflict, match=f"domain '{domain}' belongs to another account"):
+        intruder.create_website(mine, IP, False, [domain], [(intruder_app, "/")])
+    intruder.create_website(mine, IP, False, [names.domain("x")], [(intruder_app, "/")])
     with pytest.raises(Conflict, match="belongs to another account"):
-        intruder.update_website("mine", IP, False, [DOMAIN.upper()], [("intruder_app", "/")])
-    assert owner.website("production").subdomains == (DOMAIN,)
-    assert intruder.website("mine").subdomains == ("x.localhost",)
+        intruder.update_website(mine, IP, False, [domain.upper()], [(intruder_app, "/")])
+    assert owner.website(production).subdomains == (domain,)
+    assert intruder.website(mine).subdomains == (names.domain("x"),)
     # Nor in the gap of a move, while the domain is attached to none of the owner's websites.
-    owner.update_website("production", IP, False, [], [("production_app", "/")])
+    owner.update_website(production, IP, False, [], [(production_app, "/")])
     with pytest.raises(Conflict, match="belongs to another account"):
-        intruder.update_website("mine", IP, False, [DOMAIN], [("intruder_app", "/")])
-    owner.create_website("production_r2", IP, False, [DOMAIN], [("production_app", "/")])
-    assert owner.website("production_r2").subdomains == (DOMAIN,)
+        intruder.update_website(mine, IP, False, [domain], [(intruder_app, "/")])
+    owner.create_website(names("production_r2"), IP, False, [domain], [(production_app, "/")])
+    assert owner.website(names("production_r2")).subdomains == (domain,)
 
 
-def test_only_the_holder_releases_held_writes(host, owner, intruder):
-    assert owner.hold_writes("production", 60) == [DOMAIN]
-    with pytest.raises(NotFound, match="no website named 'production'"):
-        intruder.release_writes("production")
-    assert owner.release_writes("production") == [DOMAIN]
+def test_only_the_holder_releases_held_writes(owner, intruder, names, domain):
+    assert owner.hold_writes(names("production"), 60) == [domain]
+    with pytest.raises(NotFound, match=f"no website named '{names('production')}'"):
+        intruder.release_writes(names("production"))
+    assert owner.release_writes(names("production")) == [domain]
 
 
-def test_the_same_name_cannot_be_taken_twice(owner, intruder):
+def test_the_same_name_cannot_be_taken_twice(owner, intruder, names):
     # One namespace per host (an app's name is its directory); the answer names no owner.
-    with pytest.raises(Conflict, match="an app named 'production_app' already exists"):
-        intruder.create_app("production_app")
-    with pytest.raises(Conflict, match="a website named 'production' already exists"):
-        intruder.create_website("production", IP, False, [], [])
+    with pytest.raises(Conflict, match=f"an app named '{names('production_app')}' already exists"):
+        intruder.create_app(names("production_app"))
+    with pytest.raises(Conflict, match=f"a website named '{names('production')}' already exists"):
+        intruder.create_website(names("production"), IP, False, [], [])
 
 
 OLD_SCHEMA = """

@@ -14,25 +14,21 @@ from deploy.remote.panel_client import (
     NotFound,
     SessionInvalid,
 )
-from tests.host.conftest import make_host
 
 DOMAIN = "randopony.localhost"
 IP = "127.0.0.1"
 ROOT_APP = [("existing_app", "/")]
 
 
-@pytest.fixture(scope="module")
-def shared_host(tmp_path_factory):
-    # One host for the whole module: none of these calls may change it anyway.
-    host = make_host(tmp_path_factory.mktemp("bad-input") / "host")
-    host.start()
-    api = host.api()
+@pytest.fixture(scope="module", autouse=True)
+def existing(shared_api):
+    # What the bad calls name, made once for the module (on the host's first account): none of
+    # these calls may change it anyway.
+    api = shared_api
     api.create_app("existing_app")
     api.create_app("spare_app")
     api.create_website("existing", IP, False, [DOMAIN], ROOT_APP)
     api.create_website("other", IP, False, ["other.localhost"], [("spare_app", "/")])
-    yield host
-    host.stop()
 
 
 BAD_CALLS = [
@@ -86,8 +82,10 @@ BAD_CALLS = [
     BAD_CALLS,
     ids=[f"{call[0]}-{index}" for index, call in enumerate(BAD_CALLS)],
 )
-def test_bad_call_is_refused_and_changes_nothing(shared_host, method, args, error, message):
-    api = shared_host.api()
+def test_bad_call_is_refused_and_changes_nothing(
+    shared_host, shared_api, method, args, error, message
+):
+    api = shared_api
     apps, websites = api.list_apps(), api.list_websites()
     with pytest.raises(error) as refused:
         getattr(api, method)(*args)
@@ -103,24 +101,24 @@ def raw(host):
     return xmlrpc.client.ServerProxy(host.panel_url)
 
 
-def test_unknown_session(shared_host):
+def test_unknown_session(shared_host, shared_api):
     with pytest.raises(SessionInvalid, match="unknown or expired session"):
         HostingAPI(shared_host.panel_url)._call("list_apps", "not-a-session")
     with pytest.raises(xmlrpc.client.Fault) as refused:
         raw(shared_host).create_app("nope", "new_app", "custom_app_with_port", False, "", False)
     assert refused.value.faultCode == FaultCode.SESSION
-    assert "new_app" not in [app.name for app in shared_host.api().list_apps()]
+    assert "new_app" not in [app.name for app in shared_api.list_apps()]
 
 
-def test_subdomains_must_be_a_list(shared_host):
-    session = shared_host.api().session_id
+def test_subdomains_must_be_a_list(shared_host, shared_api):
+    session = shared_api.session_id
     with pytest.raises(xmlrpc.client.Fault, match="subdomains must be a list of domain names"):
         raw(shared_host).create_website(session, "new", IP, False, DOMAIN, ["spare_app", "/"])
-    assert "new" not in [site.name for site in shared_host.api().list_websites()]
+    assert "new" not in [site.name for site in shared_api.list_websites()]
 
 
-def test_wrong_argument_count_and_unknown_method(shared_host):
-    session = shared_host.api().session_id
+def test_wrong_argument_count_and_unknown_method(shared_host, shared_api):
+    session = shared_api.session_id
     with pytest.raises(xmlrpc.client.Fault) as refused:
         raw(shared_host).create_app(session, "new_app")
     assert refused.value.faultCode == FaultCode.INVALID
@@ -145,8 +143,8 @@ def fault_of(answer) -> xmlrpc.client.Fault:
     return refused.value
 
 
-def test_xml_with_a_doctype_is_refused_before_any_entity_is_expanded(shared_host):
-    session = shared_host.api().session_id
+def test_xml_with_a_doctype_is_refused_before_any_entity_is_expanded(shared_host, shared_api):
+    session = shared_api.session_id
     # The call without its XML declaration, naming its app through an entity.
     call = xmlrpc.client.dumps((session, "&name;"), "create_app").replace("&amp;", "&")
     call = call.split("?>", 1)[1]
@@ -161,11 +159,11 @@ def test_xml_with_a_doctype_is_refused_before_any_entity_is_expanded(shared_host
     bomb = f'<!DOCTYPE m [<!ENTITY l0 "lol">{laughs}]>' + call.replace("&name;", "&l9;")
     fault = fault_of(requests.post(shared_host.panel_url, data=bomb, timeout=5))
     assert fault.faultString == "XML with a DOCTYPE or entities is refused"
-    assert "doctype_app" not in [app.name for app in shared_host.api().list_apps()]
+    assert "doctype_app" not in [app.name for app in shared_api.list_apps()]
 
 
-def test_a_body_over_one_mebibyte_is_refused(shared_host):
-    session = shared_host.api().session_id
+def test_a_body_over_one_mebibyte_is_refused(shared_host, shared_api):
+    session = shared_api.session_id
     big = xmlrpc.client.dumps(
         (session, "big_app", "custom_app_with_port", False, "x" * 1024 * 1024, False), "create_app"
     )
@@ -173,4 +171,4 @@ def test_a_body_over_one_mebibyte_is_refused(shared_host):
         fault = fault_of(requests.post(shared_host.panel_url, data=body, timeout=5))
         assert fault.faultCode == FaultCode.INVALID
         assert fault.faultString == "the request body is larger than 1048576 bytes; refused"
-    assert "big_app" not in [app.name for app in shared_host.api().list_apps()]
+    assert "big_app" not in [app.name for app in shared_api.list_apps()]

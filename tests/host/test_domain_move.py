@@ -7,17 +7,15 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from tests.conftest import wait_until
-from tests.host.conftest import make_host
-
-DOMAIN = "randopony.localhost"
+from tests.host.conftest import Names, make_host
 
 
 class LoopingClients:
-    """Threads looping GETs and POSTs through the router until stopped."""
+    """Threads looping GETs and POSTs to a domain through the router until stopped."""
 
-    def __init__(self, host, threads: int = 4):
+    def __init__(self, host, domain: str, threads: int = 4):
         self.url = host.router_url
-        self.headers = {"Host": DOMAIN}
+        self.headers = {"Host": domain}
         self.threads = threads
         self.stopping = threading.Event()
         self.failures: list[str] = []
@@ -74,13 +72,14 @@ def post_counts(host, port: int) -> dict[str, int]:
     return requests.get(f"http://127.0.0.1:{port}/posts", timeout=5).json()
 
 
-def setup_two_releases(api, start_app):
-    old, new = api.create_app("randopony2026r1"), api.create_app("randopony2026r2")
+def setup_two_releases(api, names, start_app):
+    """Two running releases, the first serving the test's domain; the second has none yet."""
+    old, new = api.create_app(names("randopony2026r1")), api.create_app(names("randopony2026r2"))
     start_app("r1", old.port)
     start_app("r2", new.port)
     ip = api.list_ips()[0]
-    api.create_website("production_r1", ip, False, [DOMAIN], [("randopony2026r1", "/")])
-    api.create_website("production_r2", ip, False, [], [("randopony2026r2", "/")])
+    api.create_website(names("production_r1"), ip, False, [names.domain()], [(old.name, "/")])
+    api.create_website(names("production_r2"), ip, False, [], [(new.name, "/")])
     return old, new, ip
 
 
@@ -101,44 +100,49 @@ def served_more(clients, count=10):
     wait_until(lambda: clients.gets >= seen + count, f"{count} more answered GETs")
 
 
-def test_detach_then_attach_fails_no_request(host, api, start_app):
-    old, new, ip = setup_two_releases(api, start_app)
-    with LoopingClients(host) as clients:
+def test_detach_then_attach_fails_no_request(shared_host, shared_api, names, start_app):
+    host, api, domain = shared_host, shared_api, names.domain()
+    old, new, ip = setup_two_releases(api, names, start_app)
+    with LoopingClients(host, domain) as clients:
         served_more(clients)
-        api.update_website("production_r1", ip, False, [], [("randopony2026r1", "/")])
+        api.update_website(names("production_r1"), ip, False, [], [(old.name, "/")])
         # The gap a slow maintainer or a network leaves between the two calls: requests wait
         # at the router for the domain to be attached again, instead of failing.
-        wait_until(lambda: api.held_requests(DOMAIN) >= 1, "a request to wait for the domain")
-        api.update_website("production_r2", ip, False, [DOMAIN], [("randopony2026r2", "/")])
+        wait_until(lambda: api.held_requests(domain) >= 1, "a request to wait for the domain")
+        api.update_website(names("production_r2"), ip, False, [domain], [(new.name, "/")])
         wait_until(lambda: post_counts(host, new.port), "the new app to get a write")
         served_more(clients)
     counts_old, counts_new = check_every_post_answered_once(host, clients, old, new)
     assert counts_old and counts_new
 
 
-def test_move_under_a_write_hold_with_requests_in_flight(host, api, start_app, tmp_path):
-    old, new, ip = setup_two_releases(api, start_app)
+def test_move_under_a_write_hold_with_requests_in_flight(
+    shared_host, shared_api, names, start_app, tmp_path
+):
+    host, api, domain = shared_host, shared_api, names.domain()
+    old, new, ip = setup_two_releases(api, names, start_app)
+    r1, r2 = names("production_r1"), names("production_r2")
     gate = tmp_path / "gate"
     slow = ThreadPoolExecutor(1)
-    with LoopingClients(host) as clients:
+    with LoopingClients(host, domain) as clients:
         served_more(clients)
         in_flight = slow.submit(
             requests.get,
             host.router_url + f"/gated?gate={gate}",
-            headers={"Host": DOMAIN},
+            headers={"Host": domain},
             timeout=60,
         )
         wait_until(
             lambda: f"at gate {gate}" in (tmp_path / f"app-r1-{old.port}.log").read_text(),
             "the slow request to reach the old app",
         )
-        assert api.hold_writes("production_r1") == [DOMAIN]
+        assert api.hold_writes(r1) == [domain]
         # Writes already in flight have finished; held ones must not reach the old release.
         old_posts_at_hold = post_counts(host, old.port)
-        wait_until(lambda: api.held_requests("production_r1") >= 1, "a write to be held")
-        api.update_website("production_r1", ip, False, [], [("randopony2026r1", "/")])
-        api.update_website("production_r2", ip, False, [DOMAIN], [("randopony2026r2", "/")])
-        assert api.release_writes("production_r1") == [DOMAIN]
+        wait_until(lambda: api.held_requests(r1) >= 1, "a write to be held")
+        api.update_website(r1, ip, False, [], [(old.name, "/")])
+        api.update_website(r2, ip, False, [domain], [(new.name, "/")])
+        assert api.release_writes(r1) == [domain]
         wait_until(lambda: post_counts(host, new.port), "the new app to get the held writes")
         gate.touch()
         served_more(clients)
@@ -151,6 +155,7 @@ def test_move_under_a_write_hold_with_requests_in_flight(host, api, start_app, t
 
 
 def test_a_detached_domain_that_never_comes_back_ends_in_404(tmp_path, start_app):
+    # A host of its own: a wait limit shorter than the other tests'.
     host = make_host(tmp_path / "host", "--wait-limit", "1.5")
     host.start()
     try:
@@ -160,10 +165,10 @@ def test_a_detached_domain_that_never_comes_back_ends_in_404(tmp_path, start_app
 
 
 def check_detached_domain_ends_in_404(host, start_app):
-    api = host.api()
-    _, _, ip = setup_two_releases(api, start_app)
-    api.update_website("production_r1", ip, False, [], [("randopony2026r1", "/")])
-    answer = requests.get(host.router_url + "/", headers={"Host": DOMAIN}, timeout=15)
+    api, names = host.api(), Names.fresh()
+    old, _, ip = setup_two_releases(api, names, start_app)
+    api.update_website(names("production_r1"), ip, False, [], [(old.name, "/")])
+    answer = requests.get(host.router_url + "/", headers={"Host": names.domain()}, timeout=15)
     assert answer.status_code == 404
     # It waited for the domain to come back (a domain never attached says "no website serves").
-    assert f"domain {DOMAIN} is moving and was not attached in time" in answer.text
+    assert f"domain {names.domain()} is moving and was not attached in time" in answer.text

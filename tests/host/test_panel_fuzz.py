@@ -55,19 +55,22 @@ FUZZ = fuzz_settings(50)
 
 @pytest.fixture(scope="module")
 def panel(tmp_path_factory):
-    # Guessed logins must not lock the fixture out of its own panel.
+    # A host of the module's own: guessed logins must not lock the fixture out of its own panel
+    # (nor other tests out of theirs), and the state compared is the whole host's.
     host = make_host(tmp_path_factory.mktemp("fuzz") / "host", "--max-login-failures", "1000000")
     assert set_password(host.root, OTHER, OTHER_PASSWORD).returncode == 0
-    host.start()
-    mine = host.api()
-    mine.create_app("fuzz_app")
-    mine.create_website("fuzz_site", IP, False, ["fuzz.localhost"], [("fuzz_app", "/")])
-    theirs = HostingAPI(host.panel_url)
-    theirs.login(OTHER, OTHER_PASSWORD)
-    theirs.create_app("other_app")
-    theirs.create_website("other_site", IP, False, ["other.localhost"], [("other_app", "/")])
-    yield host, mine, theirs
-    host.stop()
+    try:
+        host.start()
+        mine = host.api()
+        mine.create_app("fuzz_app")
+        mine.create_website("fuzz_site", IP, False, ["fuzz.localhost"], [("fuzz_app", "/")])
+        theirs = HostingAPI(host.panel_url)
+        theirs.login(OTHER, OTHER_PASSWORD)
+        theirs.create_app("other_app")
+        theirs.create_website("other_site", IP, False, ["other.localhost"], [("other_app", "/")])
+        yield host, mine, theirs
+    finally:
+        host.stop()
 
 
 def state(host, mine, theirs):

@@ -1,4 +1,7 @@
-"""The seed workflow end to end: account, apps, a website, a switch, a restart."""
+"""The seed workflow end to end: account, apps, a website, a switch, a restart.
+
+The test that restarts the host has one of its own; the others share one, each with names of
+its own (and an account of its own for the one that changes its password)."""
 
 import requests
 
@@ -18,6 +21,7 @@ def fetch(host, path="/", domain=DOMAIN, **kwargs) -> requests.Response:
 
 
 def test_website_switches_apps_and_survives_a_restart(host, api, start_app):
+    # A host of its own: it restarts it.
     assert api.account["username"] == "pony"
     assert api.account["home"] == str(host.root.resolve())
     assert api.list_app_types() == ["custom_app_with_port"]
@@ -50,42 +54,51 @@ def test_website_switches_apps_and_survives_a_restart(host, api, start_app):
     assert fetch(host).json()["app"] == "r2"
 
 
-def test_apps_mounted_on_paths_see_paths_below_their_mount(host, api, start_app):
-    site_app = api.create_app("site")
-    blog_app = api.create_app("blog")
+def test_apps_mounted_on_paths_see_paths_below_their_mount(
+    shared_host, shared_api, names, start_app
+):
+    host, api, domain = shared_host, shared_api, names.domain()
+    site_app = api.create_app(names("site"))
+    blog_app = api.create_app(names("blog"))
     start_app("site", site_app.port)
     start_app("blog", blog_app.port)
     ip = api.list_ips()[0]
-    api.create_website("mixed", ip, False, [DOMAIN], [("site", "/"), ("blog", "/blog")])
+    api.create_website(
+        names("mixed"), ip, False, [domain], [(site_app.name, "/"), (blog_app.name, "/blog")]
+    )
 
-    blog = fetch(host, "/blog/2026/post?page=2").json()
+    blog = fetch(host, "/blog/2026/post?page=2", domain).json()
     assert (blog["app"], blog["path"], blog["query"]) == ("blog", "/2026/post", "page=2")
-    assert fetch(host, "/blog").json()["path"] == "/"
-    assert fetch(host, "/blog/").json()["headers"]["x-forwarded-prefix"] == "/blog"
-    assert fetch(host, "/blogroll").json()["app"] == "site"
-    assert fetch(host, "/").json()["app"] == "site"
+    assert fetch(host, "/blog", domain).json()["path"] == "/"
+    assert fetch(host, "/blog/", domain).json()["headers"]["x-forwarded-prefix"] == "/blog"
+    assert fetch(host, "/blogroll", domain).json()["app"] == "site"
+    assert fetch(host, "/", domain).json()["app"] == "site"
 
 
-def test_delete_app_and_website(host, api, start_app):
-    app = api.create_app("short_lived")
+def test_delete_app_and_website(shared_host, shared_api, names):
+    api, short_lived, brief = shared_api, names("short_lived"), names("brief")
+    app = api.create_app(short_lived)
     ip = api.list_ips()[0]
-    api.create_website("brief", ip, False, [DOMAIN], [("short_lived", "/")])
-    api.delete_website("brief", ip)
-    api.delete_app("short_lived")
-    assert api.list_websites() == []
-    assert api.list_apps() == []
-    assert not (host.root / "webapps" / "short_lived").exists()
+    api.create_website(brief, ip, False, [names.domain()], [(short_lived, "/")])
+    assert (shared_host.root / "webapps" / short_lived).is_dir()
+    api.delete_website(brief, ip)
+    api.delete_app(short_lived)
+    assert brief not in [site.name for site in api.list_websites()]
+    assert short_lived not in [app.name for app in api.list_apps()]
+    assert not (shared_host.root / "webapps" / short_lived).exists()
     assert isinstance(app, App)
 
 
-def test_login_survives_an_expired_session(host):
-    api = host.api()
+def test_login_survives_an_expired_session(shared_host, names):
+    api = shared_host.api()
+    api.create_app(names("kept"))
     # What an expired session looks like to the client: the panel no longer knows it.
     api.session_id = "0" * 32
-    assert api.list_apps() == []
+    assert names("kept") in [app.name for app in api.list_apps()]
     assert api.session_id != "0" * 32
 
 
-def test_set_password_then_login_with_new_password(host):
-    assert set_password(host.root, "pony", "a new password").returncode == 0
-    HostingAPI(host.panel_url).login("pony", "a new password")
+def test_set_password_then_login_with_new_password(shared_host, own_api):
+    username = own_api.account["username"]
+    assert set_password(shared_host.root, username, "a new password").returncode == 0
+    HostingAPI(shared_host.panel_url).login(username, "a new password")
