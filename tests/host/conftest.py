@@ -17,13 +17,14 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from deploy.host.server import HostSettings, open_store
 from deploy.remote.panel_client import HostingAPI
+from tests.ports import app_ports
 
 HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parent.parent
@@ -80,6 +81,7 @@ class Host:
     router_port: int
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen | None = None
+    app_ports: str = field(default_factory=app_ports)
 
     @property
     def panel_url(self) -> str:
@@ -108,6 +110,10 @@ class Host:
             f"127.0.0.1:{self.router_port}",
             # A stopped app is answered 502 after this long (10 s on a real host).
             *([] if "--retry-window" in self.extra_args else ["--retry-window", "2"]),
+            # Apps' ports from this worker's band: hosts of tests run side by side must not
+            # hand out the same port (tests/ports.py).
+            "--app-ports",
+            self.app_ports,
             *self.extra_args,
         ]
         with open(self.log, "a") as log:

@@ -1,10 +1,12 @@
 """host_up / host_status / host_down run the host under its own supervisord."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,11 +21,15 @@ FAB = str(Path(sys.executable).parent / "fab")
 
 
 @pytest.fixture
-def root(tmp_path):
-    root = tmp_path / "host"
+def root():
+    # Short: supervisord's unix socket lives under the root (108 bytes at most), and pytest's
+    # tmp_path is longer under a pytest-xdist worker.
+    base = Path(tempfile.mkdtemp(prefix="rp-svc-"))
+    root = base / "host"
     yield root
     # Whatever a test did, leave no supervisord behind.
     service.host_down(root)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_host_up_status_down(root):
