@@ -5,7 +5,6 @@ server lives in tests/sshd.py so other suites can use it too."""
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from aiosmtpd.controller import Controller
 from deploy.host import service, supervisor
 from tests.conftest import ROOT, free_port
 from tests.integration.conftest import Mailbox
+from tests.ports import app_ports
 from tests.sshd import ssh_server  # noqa: F401
 
 BIN = Path(sys.executable).parent
@@ -162,10 +162,7 @@ def local_host(mailbox):
         # a slow promotion into failed requests that a real host would not see.
         # Apps get ports of this host's own: another host on the machine (a developer's, a
         # benchmark's) must not hand out the same ones.
-        first = random.randrange(21000, 32000, 100)
-        service.host_up(
-            root, panel_port, router_port, wait_limit=30, app_ports=f"{first}-{first + 99}"
-        )
+        service.host_up(root, panel_port, router_port, wait_limit=30, app_ports=app_ports())
         yield LocalHostFixture(root, panel_port, router_port, checkout, env)
     finally:
         stop_release_supervisors(root)
