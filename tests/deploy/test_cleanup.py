@@ -1,6 +1,10 @@
 """`fab cleanup_releases`: the choice of what goes, on its own. On a real host, with every kind of
 release a history of promotions and rollbacks leaves behind, the command runs at the end of
-tests/deploy/test_promote.py."""
+tests/deploy/test_promote.py, and so do its guards for production, each on its own: the
+release the roles say is production (here too), the one the fabfile names (just after a
+rollback), any release the production domain's website uses (an old app mounted under it, or
+production on a host whose records do not name it), and, at the removal itself, a release
+whose website serves the production domain."""
 
 import pytest
 

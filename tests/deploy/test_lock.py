@@ -54,6 +54,22 @@ def test_a_resume_never_takes_the_lock_of_a_run_that_still_runs(host):
         assert records.lock_holder(host)["pid"] != running.pid
 
 
+def test_a_rollback_takes_over_a_promotion_that_died_never_one_that_runs(host):
+    running = subprocess.Popen(["sleep", "infinity"])
+    try:
+        hold(host, "promote", "2026r2", by=records.who(), pid=running.pid)
+        with pytest.raises(records.LockHeld, match="Wait for it to finish"):
+            with records.host_lock(host, "rollback", "2026r2", takes_over=("promote", "2026r2")):
+                pass
+        assert records.lock_holder(host)["pid"] == running.pid
+    finally:
+        running.kill()
+        running.wait()
+    with records.host_lock(host, "rollback", "2026r2", takes_over=("promote", "2026r2")):
+        assert records.lock_holder(host)["purpose"] == "rollback"
+    assert records.lock_holder(host) is None
+
+
 def test_a_nightly_job_takes_over_its_own_dead_run_only(host):
     hold(host, "sync_staging", "2026r2", by=records.who(), pid=_finished())
     with pytest.raises(records.LockHeld):
