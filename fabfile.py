@@ -231,6 +231,11 @@ def unlock(c, yes=False):
                 f"Locked by {holder.get('by')} for {holder.get('purpose')} of "
                 f"{holder.get('release')} since {holder.get('since')}."
             )
+            if records.holder_alive(holder):
+                raise TargetError(
+                    f"process {holder.get('pid')} that holds the lock is still running: the lock "
+                    "stays; wait for it to finish"
+                )
             if not yes and not confirm("Clear the lock?"):
                 raise TargetError("not confirmed; the lock stays")
             records.clear_lock(host)

@@ -228,7 +228,16 @@ class Removal(Run):
         return self.target.webapp(self.release)
 
 
+def refuse_production(r: Removal) -> None:
+    """A release whose website serves the production domain stays, whatever the plan said (the
+    panel may have changed since): checked before anything of it is stopped."""
+    site = r.api.website(r.name)
+    if site is not None and r.target.production_domain in site.subdomains:
+        raise DeployError(f"website {r.name} serves {r.target.production_domain}; it stays")
+
+
 def stop_supervisor(r: Removal) -> None:
+    refuse_production(r)
     answer = runtime(r.host, r.directory, "stop-supervisor", check=False)
     said = (answer.stdout or answer.stderr).strip()
     if answer.returncode != 0 and r.api.app(r.name) is not None and r.api.app_answers(r.name):
@@ -237,9 +246,8 @@ def stop_supervisor(r: Removal) -> None:
 
 
 def delete_website(r: Removal) -> None:
+    refuse_production(r)
     site = r.api.website(r.name)
-    if r.target.production_domain in site.subdomains:
-        raise DeployError(f"website {r.name} serves {r.target.production_domain}; it stays")
     r.api.delete_website(r.name, site.ip)
     r.target.echo(f"  website {r.name} deleted ({', '.join(site.subdomains) or 'no domains'})")
 

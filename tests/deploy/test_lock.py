@@ -85,3 +85,37 @@ def test_a_holder_on_another_machine_is_never_judged_dead(host):
     with pytest.raises(records.LockHeld, match="`fab unlock`"):
         with records.host_lock(host, "sync_staging", "2026r2", stale_ok=True):
             pass
+
+
+def fab_unlock(root):
+    import os
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import ROOT
+
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "fab"), "unlock", "--yes"],
+        cwd=ROOT,
+        env={**os.environ, "RANDOPONY_HOST_ROOT": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_unlock_never_clears_the_lock_of_a_run_that_still_runs(host):
+    running = subprocess.Popen(["sleep", "infinity"])
+    try:
+        hold(host, "promote", "2026r2", by=records.who(), pid=running.pid)
+        done = fab_unlock(host.root)
+        assert done.returncode == 1, done.stdout
+        assert f"process {running.pid} that holds the lock is still running" in done.stderr
+        assert records.lock_holder(host)["pid"] == running.pid
+    finally:
+        running.kill()
+        running.wait()
+    done = fab_unlock(host.root)  # its holder died: cleared
+    assert done.returncode == 0 and "Lock cleared." in done.stdout, done.stderr
+    assert records.lock_holder(host) is None

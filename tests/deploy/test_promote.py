@@ -844,11 +844,5 @@ def test_a_release_serving_production_is_never_removed(production):
     assert (production.root / "webapps/randopony2026r3/env/bin/python").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="deploy/flows/cleanup.py's removal stops a release's supervisord (stop_supervisor) "
-    "before it checks whether the release's website serves the production domain "
-    "(delete_website): the refusal above leaves production stopped",
-)
 def test_the_refused_removal_left_production_serving(production):
     assert serving(production) == "2026r3"
