@@ -35,9 +35,9 @@ def serves(host, domain):
 
 
 def state(host) -> dict:
-    """What a maintainer could find changed: the host's files (the fixture's tree), its records
-    (the journal and history logs, which tree() leaves with the other logs), the panel's apps
-    and websites, the crontab, and the release each domain serves."""
+    """What a maintainer could find changed: the host's files, databases and panel (the
+    fixture's tree), its records (the journal and history logs, checked here once more by
+    content), the panel's apps and websites, the crontab, and the release each domain serves."""
     api = HostingAPI(f"http://127.0.0.1:{host.panel_port}/")
     api.login("randopony", HOSTING_PASSWORD)
     records = {
