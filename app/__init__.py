@@ -4,6 +4,7 @@ from pyramid.config import Configurator
 from pyramid.session import SignedCookieSessionFactory
 
 from . import settings as app_settings
+from . import standby
 
 
 def main(global_config, **settings):
@@ -38,4 +39,7 @@ def main(global_config, **settings):
             config.include(".page_cache")
         config.set_default_csrf_options(require_csrf=True)
         config.scan(".views")
-    return config.make_wsgi_app()
+    app = config.make_wsgi_app()
+    if standby.waiting(settings):
+        return standby.Standby(app, settings["standby_file"], settings.get("release", ""))
+    return app

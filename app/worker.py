@@ -11,6 +11,8 @@ import time
 from celery import Celery
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
 
+from . import standby
+
 log = logging.getLogger(__name__)
 
 celery = Celery("randopony", include=["app.tasks"])
@@ -41,7 +43,8 @@ def configure(settings: dict) -> None:
     kombu_sqlalchemy.Transport.polling_interval = float(
         settings.get("celery.polling_interval", 0.05)
     )
-    _use_wal(broker_url)
+    if not standby.waiting(settings):  # in standby the broker's file is not ours to touch yet
+        _use_wal(broker_url)
     state.clear()
     state["settings"] = settings
 

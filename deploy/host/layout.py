@@ -91,6 +91,8 @@ CREDENTIALS = "private_credentials"
 SUPERVISORD_CONF = "supervisord.conf"
 SUPERVISOR_SOCKET = "supervisor.sock"
 RELEASE_JSON = "release.json"
+# While this file exists the release's app opens no database (app/standby.py, standby_file).
+STANDBY = "standby"
 LOGS = {"app": "pyramid.log", "celery": "celery.log", "supervisord": "supervisord.log"}
 
 

@@ -2,9 +2,10 @@
 its celery worker) and the answers the release machinery needs.
 
     env/bin/randopony-release <release dir> COMMAND
-    COMMAND: start-supervisor [--app-only] | stop-supervisor | reload | start-app | stop-app
-             | start-worker | stop-worker | status
-             | wait-up [--timeout S] | tail app|celery|supervisord [--lines N]
+    COMMAND: start-supervisor [--app-only] [--standby] | stop-supervisor | reload | start-app
+             | stop-app | start-worker | stop-worker | status
+             | wait-up [--timeout S] [--standby] | activate [--timeout S]
+             | tail app|celery|supervisord [--lines N]
 
 The release machinery runs these commands through the Host (locally or over SSH), so supervisord
 is always driven through its XML-RPC socket on the machine where it runs.
@@ -146,11 +147,18 @@ def started_conf(release_dir: Path) -> Path:
     return release_dir / (layout.SUPERVISORD_CONF + ".started")
 
 
-def start_supervisor(release_dir: Path, app_only: bool = False) -> str:
-    """supervisord with the app and (unless app_only) the worker, waiting until they run."""
+def start_supervisor(release_dir: Path, app_only: bool = False, standby: bool = False) -> str:
+    """supervisord with the app and (unless app_only) the worker, waiting until they run. With
+    `standby` the app starts in standby (it opens no database until `activate`); without, a
+    standby file left by an interrupted cutover is removed first, so the app serves."""
     conf, sock = paths(release_dir)
     if not conf.exists():
         raise supervisor.SupervisorError(f"{conf} is missing: run install_app first")
+    flag = release_dir / layout.STANDBY
+    if standby:
+        flag.touch()
+    else:
+        flag.unlink(missing_ok=True)
     started = supervisor.start(conf, sock)
     if started:
         copy = started_conf(release_dir)
@@ -311,8 +319,16 @@ def status(release_dir: Path) -> dict:
 KEEPS_EXITING = 4
 
 
-def wait_up(release_dir: Path, timeout: float) -> dict:
-    """Poll the app's /up until it reports healthy; the answer is printed either way."""
+def activate(release_dir: Path, timeout: float) -> dict:
+    """Let an app in standby open its database (its data is in place), and wait until it
+    reports healthy. Polled often: a cutover's held writes wait for this."""
+    (release_dir / layout.STANDBY).unlink(missing_ok=True)
+    return wait_up(release_dir, timeout, interval=0.01)
+
+
+def wait_up(release_dir: Path, timeout: float, want: str = "ok", interval: float = 0.2) -> dict:
+    """Poll the app's /up until it reports healthy (or, with want="standby", until it answers
+    from standby: loaded, no database opened); the answer is printed either way."""
     info = json.loads((release_dir / layout.RELEASE_JSON).read_text())
     url = f"http://127.0.0.1:{info['port']}/up"
     deadline = time.monotonic() + timeout
@@ -335,19 +351,22 @@ def wait_up(release_dir: Path, timeout: float) -> dict:
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 answer = dict(json.loads(response.read()), http=response.status, url=url)
-            # Another program on the port (a release left running) must not pass for this one.
-            if answer.get("release") in (info.get("release"), None):
-                return answer
+        except urllib.error.HTTPError as error:
+            answer = dict(json.loads(error.read() or b"{}"), http=error.code, url=url)
+        except (OSError, ValueError) as error:
+            answer = {"status": "no answer", "error": str(error), "url": url}
+        # Another program on the port (a release left running) must not pass for this one.
+        if answer.get("release") not in (info.get("release"), None):
             answer = dict(
                 answer,
                 http=None,
                 status=f"port {info['port']} answered by another release ({answer.get('release')})",
             )
-        except urllib.error.HTTPError as error:
-            answer = dict(json.loads(error.read() or b"{}"), http=error.code, url=url)
-        except (OSError, ValueError) as error:
-            answer = {"status": "no answer", "error": str(error), "url": url}
-        time.sleep(0.2)
+        elif (want == "ok" and answer.get("http") == 200) or (
+            want != "ok" and answer.get("status") == want
+        ):
+            return answer
+        time.sleep(interval)
     if answer.get("http") is None:
         answer = dict(answer, log=tail(release_dir, APP, 15))
     return answer
@@ -386,10 +405,15 @@ def main(argv=None) -> int:
     sub.choices["start-supervisor"].add_argument(
         "--app-only", action="store_true", help="the worker stays stopped"
     )
+    sub.choices["start-supervisor"].add_argument(
+        "--standby", action="store_true", help="the app opens no database until `activate`"
+    )
     reload_parser = sub.choices["reload"]
     reload_parser.add_argument("--wait-up", type=float, metavar="S", help="then wait for /up")
     wait = sub.add_parser("wait-up")
     wait.add_argument("--timeout", type=float, default=60)
+    wait.add_argument("--standby", action="store_true", help="until it answers from standby")
+    sub.add_parser("activate").add_argument("--timeout", type=float, default=60)
     tail_parser = sub.add_parser("tail")
     tail_parser.add_argument("log", choices=sorted(layout.LOGS))
     tail_parser.add_argument("--lines", type=int, default=50)
@@ -398,10 +422,15 @@ def main(argv=None) -> int:
     try:
         if args.command == "status":
             print(json.dumps(status(release_dir)))
-        elif args.command == "wait-up":
-            answer = wait_up(release_dir, args.timeout)
+        elif args.command in ("wait-up", "activate"):
+            want = "standby" if getattr(args, "standby", False) else "ok"
+            if args.command == "activate":
+                answer = activate(release_dir, args.timeout)
+            else:
+                answer = wait_up(release_dir, args.timeout, want)
             print(json.dumps(answer))
-            return 0 if answer.get("http") == 200 else 3
+            reached = answer.get("http") == 200 if want == "ok" else answer["status"] == want
+            return 0 if reached else 3
         elif args.command == "tail":
             print(tail(release_dir, args.log, args.lines))
         else:
@@ -413,7 +442,7 @@ def main(argv=None) -> int:
                     return 0 if answer.get("http") == 200 else 3
                 return 0
             if args.command == "start-supervisor":
-                print(start_supervisor(release_dir, app_only=args.app_only))
+                print(start_supervisor(release_dir, args.app_only, args.standby))
                 return 0
             action = {
                 "stop-supervisor": stop_supervisor,
