@@ -37,6 +37,12 @@ then, under the lock, repairs that precopy instead of copying it again:
   started, the WAL was not restarted in between, so every main-file page a checkpoint wrote since
   then has a frame in the current WAL, which the copy also gets and which overrides that page.
   Only the WAL and any growth of the main file are copied under the lock.
+* With the source's reads held (`ReadHold`, started before the precopy and alive until the lock
+  is taken), "wal" mode holds whatever the WAL header says. A reader keeps its snapshot until it
+  ends: if it reads the main file alone (read mark 0), no checkpoint may write into the main file
+  at all, so the precopy of it is exact and everything since is in the WAL, however often the WAL
+  restarted; if it reads through the WAL (a mark above 0), the WAL cannot restart, which is the
+  case above. So a hold that copies only the WAL stays small whatever happened meanwhile.
 * "compare" mode (anything else, e.g. the WAL was restarted or the precopy was touched): every
   1 MiB block of the source is compared with the precopy and only the differing 4 KiB pages are
   rewritten. This reads the file but writes almost nothing, and is correct whatever the precopy
@@ -59,6 +65,7 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -405,6 +412,53 @@ def precopy(src: str | os.PathLike, dst: str | os.PathLike) -> CopyResult:
     )
 
 
+# A child process, so that its SQLite locks are its own (the POSIX caveat above), killed rather
+# than closed: a last connection that closes checkpoints into the source, which must stay as it is.
+_HOLD_READS = """
+import os, sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+connection.execute("BEGIN")
+connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+print("held", flush=True)
+sys.stdin.read()
+os._exit(0)
+"""
+
+
+class ReadHold:
+    """A read transaction on the live source, from before its precopy until its consistent copy
+    (see "With the source's reads held" above). It ends when `end()` kills it, or when this
+    process dies (its stdin closes)."""
+
+    def __init__(self, src: str | os.PathLike):
+        self.src = Path(src).absolute()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_READS, str(self.src)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        said = self.process.stdout.readline().strip()
+        if said != "held":
+            self.end()
+            raise CopyError(f"could not hold reads on {self.src}")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def end(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            stream.close()
+
+
+def _same_wal(src: Path, record: dict) -> bool:
+    """Whether the WAL is the generation the precopy saw (it was not restarted since)."""
+    return bool(record["wal_header"]) and _wal_header(src) == bytes.fromhex(record["wal_header"])
+
+
 def _take_state(src: Path, dst: Path, source: os.stat_result) -> dict | None:
     """The precopy's record if it still describes the precopy file and this source; consumed so
     that a failure half way through cannot leave a record that no longer matches the file."""
@@ -425,7 +479,6 @@ def _take_state(src: Path, dst: Path, source: os.stat_result) -> dict | None:
         or record.get("ino") != source.st_ino
         or record.get("size") != bulk.st_size
         or record.get("mtime_ns") != bulk.st_mtime_ns
-        or not record.get("wal_header")
     ):
         return None
     return record
@@ -439,11 +492,13 @@ def consistent_copy(
     lock_timeout: float = 30.0,
     verify: bool = False,
     block_size: int = BLOCK,
+    reads_held: ReadHold | None = None,
 ) -> CopyResult:
     """Copy the live database `src` to `dst` as of one instant (the moment the write lock is
     taken). With `reuse`, a precopy left by `precopy(src, dst)` is fixed up instead of copying
     everything under the lock, comparing `block_size` bytes at a time when it has to compare.
-    With `verify`, the copy must pass `PRAGMA integrity_check`."""
+    `reads_held`, started before that precopy, makes the fix-up copy only the WAL; it is ended
+    here once the lock is taken. With `verify`, the copy must pass `PRAGMA integrity_check`."""
     started = time.perf_counter()
     src, dst = Path(src).absolute(), Path(dst).absolute()
     bulk = precopy_path(dst)
@@ -469,12 +524,15 @@ def consistent_copy(
             lock.begin()
             locked = time.perf_counter()
             locked_at = time.monotonic()
+            held = reads_held is not None and reads_held.alive()
+            if reads_held is not None:
+                reads_held.end()  # the write lock now keeps everything as it is
             try:
                 db_size = os.fstat(src_fd).st_size
                 if not use_bulk:
                     mode = "full"
                     main_written = _copy_range(src_fd, out, 0, db_size)
-                elif record and _wal_header(src) == bytes.fromhex(record["wal_header"]):
+                elif record and (held or _same_wal(src, record)):
                     mode = "wal"
                     have = os.fstat(out).st_size
                     main_written = 0

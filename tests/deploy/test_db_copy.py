@@ -321,6 +321,64 @@ def test_reuse_after_a_wal_restart_compares_blocks(tmp_path, live):
     assert_same_as_fresh(tmp_path, src, dst, result)
 
 
+def test_held_reads_keep_the_wal_mode_across_a_wal_restart(tmp_path, live):
+    """A read started when the WAL was all checkpointed reads the main file alone: no checkpoint
+    may write into it while the read lasts, so the precopy stays exact even though the WAL
+    restarts at the next write."""
+    src, conn = live
+    write(conn, 1, 20)
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # every frame in the main file: mark 0
+    dst, unheld = tmp_path / "copy.db", tmp_path / "unheld.db"
+    reads = db_copy.ReadHold(src)
+    precopy(src, dst)
+    precopy(src, unheld)
+    write(conn, 21, 30)  # restarts the WAL: a new generation
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # may not write into the main file
+    write(conn, 51, 30)
+    result = consistent_copy(src, dst, reuse=True, block_size=BLOCK, reads_held=reads)
+    assert result.mode == "wal"
+    assert not reads.alive()
+    assert check_transactions(dst)[1] == 80
+    # The same history without the held reads: the WAL's header changed, so blocks are compared.
+    assert consistent_copy(src, unheld, reuse=True, block_size=BLOCK).mode == "compare"
+    assert_same_as_fresh(tmp_path, src, dst, result)
+
+
+def test_held_reads_through_the_wal_keep_it_from_restarting(tmp_path, live):
+    src, conn = live
+    write(conn, 1, 20)  # frames in the WAL, not checkpointed: the read gets a mark above 0
+    dst = tmp_path / "copy.db"
+    reads = db_copy.ReadHold(src)
+    precopy(src, dst)
+    write(conn, 21, 30)
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # up to the held read's mark only
+    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    assert busy == 1  # the held read keeps the WAL from being reset
+    write(conn, 51, 30)
+    result = consistent_copy(src, dst, reuse=True, block_size=BLOCK, reads_held=reads)
+    assert result.mode == "wal"
+    assert check_transactions(dst)[1] == 80
+    assert_same_as_fresh(tmp_path, src, dst, result)
+
+
+def test_a_read_hold_that_died_is_not_trusted(tmp_path, live):
+    src, conn = live
+    write(conn, 1, 20)
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    dst = tmp_path / "copy.db"
+    reads = db_copy.ReadHold(src)
+    precopy(src, dst)
+    reads.process.kill()
+    reads.process.wait()
+    write(conn, 21, 30)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    write(conn, 51, 30)
+    result = consistent_copy(src, dst, reuse=True, block_size=BLOCK, reads_held=reads)
+    assert result.mode == "compare"
+    assert check_transactions(dst)[1] == 80
+    assert_same_as_fresh(tmp_path, src, dst, result)
+
+
 def test_reuse_repairs_a_damaged_precopy(tmp_path, live):
     src, conn = live
     write(conn, 1, 10)
