@@ -24,16 +24,24 @@ class RootFactory:
         self.request = request
 
 
+def may_be_logged_in(session) -> bool:
+    """False for the sessions of visitors who never logged in (a flash message, a form's CSRF
+    token): no need to read any wrangler from the database for them."""
+    return session.get("wrangler_id") is not None
+
+
 class SessionSecurityPolicy:
     def __init__(self, max_lifetime: int = MAX_LIFETIME):
         self.max_lifetime = max_lifetime
 
     def identity(self, request):
         session = request.session
-        wrangler_id = session.get("wrangler_id")
+        if not may_be_logged_in(session):
+            return None
+        wrangler_id = session["wrangler_id"]
         logged_in_at = session.get("logged_in_at")
         # Sessions from before generations and lifetimes carry neither: they end too.
-        if wrangler_id is None or not isinstance(logged_in_at, int | float):
+        if not isinstance(logged_in_at, int | float):
             return None
         if time.time() - logged_in_at > self.max_lifetime:
             return None

@@ -1,4 +1,5 @@
-"""What every template and view can rely on: the club's clock and a few lookups."""
+"""What every template and view can rely on: the club's clock, a few lookups and the
+visitor's own parts of a page (request.visitor_part)."""
 
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -23,4 +24,5 @@ def add_globals(event):
 def includeme(config):
     config.add_request_method(lambda r: club_now(r.registry.settings), "now", reify=True)
     config.add_request_method(lambda r: r.now.date(), "today", reify=True)
+    config.include(".visitor_parts")
     config.scan(__name__)

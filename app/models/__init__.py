@@ -84,6 +84,9 @@ def _is_sqlite(dbsession) -> bool:
 def includeme(config):
     settings = config.get_settings()
     settings["tm.manager_hook"] = "pyramid_tm.explicit_manager"
+    # Otherwise pyramid_tm reads every visitor's session (for a note nothing reads) before the
+    # view runs, and the page cache keeps only pages whose rendering never read it.
+    settings["tm.annotate_user"] = "false"
     config.include("pyramid_tm")
     config.include("pyramid_retry")
 
