@@ -3,6 +3,7 @@ to production go to staging, secrets are reset, the outbox is emptied; and a mod
 hold personal data cannot be added without a rule."""
 
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -98,6 +99,14 @@ def test_sink_addresses_are_deterministic_distinct_and_stable():
     assert sink_address("a.b@c.org", SINK, SINK_KEY) != sink_address("a@b.c.org", SINK, SINK_KEY)
     long_one = sink_address("x" * 60 + "@" + "y" * 60 + ".example.org", SINK, SINK_KEY)
     assert len(long_one.split("@")[0]) <= 64
+
+
+@pytest.mark.parametrize("key", [SINK_KEY, b"k" * 64, b"a longer key than a block " * 4])
+def test_a_sink_address_is_the_hmac_sha256_of_the_lower_cased_address(key):
+    """rules.py makes HMAC's keyed states once per key, not once per address."""
+    for address in ("Ada@Example.ORG", "  b.rider+x@shaw.ca ", "名前@例え.jp"):
+        digest = hmac.new(key, address.strip().lower().encode(), hashlib.sha256).hexdigest()
+        assert sink_address(address, SINK, key) == f"{digest[:20]}@{SINK}"
 
 
 def test_a_sink_address_gives_nothing_of_the_address_away():
@@ -601,6 +610,14 @@ def test_the_characters_python_takes_for_ascii_are_known():
     like_ascii = set(re.findall(r"[\x00-\x7f]", others, re.IGNORECASE))
     like_ascii |= {c for c in others if any(map(str.isascii, c.lower()))}
     assert like_ascii == set(CASE_LIKE_ASCII)
+
+
+def test_only_a_dot_is_a_dot_and_an_at_sign_an_at_sign_to_python():
+    """may_hold (app/sanitize/sqlite.py) looks for "@" and the hostname's "." with instr(), as
+    they are: no other character is either of them in lower case or ignoring case."""
+    every = "".join(chr(i) for i in range(sys.maxunicode + 1) if not 0xD800 <= i <= 0xDFFF)
+    assert set(re.findall(r"[.@]", every, re.IGNORECASE)) == {".", "@"}
+    assert {c for c in every if "." in c.lower() or "@" in c.lower()} == {".", "@"}
 
 
 def every_value_judged(connection) -> list[str]:

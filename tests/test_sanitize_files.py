@@ -418,3 +418,99 @@ def test_a_text_cell_stays_text_even_when_it_reads_like_a_formula(
 
 def test_every_rider_list_format_has_a_sanitizer():
     assert sorted(sanitize_files.SANITIZERS) == sorted(FORMATS)
+
+
+# --- Workbooks rewritten at the level of their XML (app/sanitize/xlsx.py) ------------------------
+
+ODD_CELLS = [
+    "a & b <c> \"quoted\" 'single'",
+    "  spaced  ",
+    "two\r\nlines\rand one",
+    "=ask ada@example.org",
+    f"see https://{PRODUCTION}/x & ada@example.org",
+    "a!b@example.org",
+    "Zoë <zoe@example.org>",
+    f"HTTPS://{PRODUCTION.upper()}/",
+]
+
+
+def odd_workbook(path: Path, formula: bool = False) -> None:
+    """A workbook as app/rider_lists.py writes one (openpyxl, text cells), with odd text."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "Riders"
+    sheet.append(["Last name", "Email", "Comment", "Registered"])
+    for i, text in enumerate(ODD_CELLS):
+        sheet.append([f"L{i}", ORIGINALS[i % len(ORIGINALS)], text, 42])
+    for row in sheet.iter_rows():
+        for cell in row:
+            if cell.data_type == "f":
+                cell.data_type = "s"  # as rider_lists.py keeps "=..." text
+    if formula:
+        sheet["E2"] = "=LEN(C2)"
+    book.save(path)
+
+
+def cells(path: Path) -> list[list[tuple]]:
+    return [
+        [(cell.value, cell.data_type) for cell in row]
+        for row in load_workbook(path).active.iter_rows()
+    ]
+
+
+def test_a_workbook_as_the_app_writes_it_is_rewritten_as_openpyxl_rewrites_it(
+    tmp_path, monkeypatch
+):
+    options = Options(SINK, PRODUCTION, STAGING, "", SINK_KEY)
+    source = tmp_path / "list.xlsx"
+    odd_workbook(source)
+    assert sanitize_files.xlsx.texts(source) is not None  # the inline form: the XML way
+    sanitize_files._sanitized_xlsx(source, options)(tmp_path / "xml.xlsx")
+    monkeypatch.setattr(sanitize_files.xlsx, "rewrite_cells", lambda *_: None)
+    sanitize_files._sanitized_xlsx(source, options)(tmp_path / "openpyxl.xlsx")
+
+    assert cells(tmp_path / "xml.xlsx") == cells(tmp_path / "openpyxl.xlsx")
+    assert cells(tmp_path / "xml.xlsx") != cells(source)  # not vacuous
+    assert [row[1][0] for row in cells(tmp_path / "xml.xlsx")[1:]] == [
+        sink_address(ORIGINALS[i % len(ORIGINALS)], SINK, SINK_KEY) for i in range(len(ODD_CELLS))
+    ]
+    for text in texts_of(tmp_path / "xml.xlsx"):
+        assert all(domain == SINK for domain in EMAIL_LIKE.findall(text))
+        assert not PRODUCTION_HOST.search(text)
+    assert sanitize_files.file_leaks(tmp_path / "xml.xlsx", options) == []
+
+
+def test_a_workbook_in_another_form_takes_openpyxl_s_way(tmp_path):
+    """A formula is not read by the XML way: the workbook goes through openpyxl, still
+    sanitised."""
+    options = Options(SINK, PRODUCTION, STAGING, "", SINK_KEY)
+    source = tmp_path / "list.xlsx"
+    odd_workbook(source, formula=True)
+    assert sanitize_files.xlsx.texts(source) is None
+    assert sanitize_files.xlsx.rewrite_cells(source, str) is None
+    sanitize_files._sanitized_xlsx(source, options)(tmp_path / "out.xlsx")
+    assert load_workbook(tmp_path / "out.xlsx").active["E2"].value == "=LEN(C2)"
+    assert sanitize_files.file_leaks(tmp_path / "out.xlsx", options) == []
+    assert sanitize_files.file_leaks(source, options) != []
+
+
+def test_a_leak_outside_the_cells_of_a_worksheet_is_found(
+    app_settings, production, monkeypatch, capsys
+):
+    """The XML way rewrites only the text cells; the scan reads the rest of the worksheet's XML
+    too (here a page header) and refuses."""
+    path = production["mirror"] / f"{production['brevet'].uuid}.xlsx"
+    workbook = load_workbook(path)
+    workbook.active.oddHeader.center.text = "Questions: ada@example.org"
+    workbook.save(path)
+    assert sanitize_files.xlsx.texts(path) is not None
+
+    assert run_main(production, monkeypatch) == 2
+
+    err = capsys.readouterr().err
+    assert "xl/worksheets/sheet1.xml: an address outside the sink in 'ada@example.org'" in err
+    assert "Riders!" not in err
+    assert not production["out"].exists()
+    assert database_untouched(app_settings, production)

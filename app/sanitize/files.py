@@ -14,6 +14,7 @@ the whole run, and what was written is removed.
 """
 
 import csv
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from ..rider_lists import KINDS, write_atomically
+from . import xlsx
 from .leaks import leaks_in
 from .rules import Options, SanitizeError, scrub, sink_address
 
@@ -47,7 +49,7 @@ def sanitize_cell(value: str, options: Options) -> str:
     address columns do: the sign-up form accepts characters (a!b@example.org) where free text's
     address pattern stops, and the rider list must still get the database's sink address. Any
     other text is scrubbed like the database's free text."""
-    if WHOLE_ADDRESS.fullmatch(value.strip()):
+    if "@" in value and WHOLE_ADDRESS.fullmatch(value.strip()):
         return sink_address(value, options.sink_domain, options.sink_key)
     return scrub(value, options)
 
@@ -75,6 +77,14 @@ def _string_cells(workbook):
 
 
 def _sanitized_xlsx(source: Path, options: Options):
+    rewritten = xlsx.rewrite_cells(source, lambda value: sanitize_cell(value, options))
+    if rewritten is not None:
+
+        def write_bytes(tmp):
+            Path(tmp).write_bytes(rewritten)
+
+        return write_bytes
+    # Not as the app writes it: openpyxl reads and writes the whole workbook.
     # Imported here, as app/rider_lists.py does: openpyxl is slow to import.
     from openpyxl import load_workbook
 
@@ -97,24 +107,37 @@ SANITIZERS = {"csv": _sanitized_csv, "xlsx": _sanitized_xlsx}
 
 def file_leaks(path: Path, options: Options) -> list[str]:
     """What `leaks_in` finds in a written file, each as 'name where: what in text'."""
-    found = []
-
-    def judge(where: str, value: str, whole_value: bool = True) -> None:
-        for what, text in leaks_in(value, options.sink_domain, options.production_domain):
-            shown = value[:80] if whole_value else text
-            found.append(f"{path.name} {where}: {what} in {shown!r}")
-
     if path.suffix == ".csv":
+        found = []
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            judge(f"line {number}", line)
+            found += _judged(path, f"line {number}", line, options)
         return found
+    texts = xlsx.texts(path)
+    if texts is None:
+        return _workbook_leaks(path, options)
+    found = [leak for where, text in texts for leak in _judged(path, where, text, options, False)]
+    # Refused: openpyxl names the cells.
+    return (_workbook_leaks(path, options) or found) if found else []
+
+
+def _judged(path: Path, where: str, value: str, options: Options, whole_value=True) -> list[str]:
+    return [
+        f"{path.name} {where}: {what} in {(value[:80] if whole_value else text)!r}"
+        for what, text in leaks_in(value, options.sink_domain, options.production_domain)
+    ]
+
+
+def _workbook_leaks(path: Path, options: Options) -> list[str]:
+    """Every string cell as openpyxl reads it, and every part of the zip whole."""
     from openpyxl import load_workbook
 
+    found = []
     for sheet, cell in _string_cells(load_workbook(path)):
-        judge(f"{sheet.title}!{cell.coordinate}", cell.value)
+        found += _judged(path, f"{sheet.title}!{cell.coordinate}", cell.value, options)
     with zipfile.ZipFile(path) as archive:
         for name in archive.namelist():
-            judge(name, archive.read(name).decode("utf-8", "replace"), whole_value=False)
+            text = archive.read(name).decode("utf-8", "replace")
+            found += _judged(path, name, text, options, whole_value=False)
     return found
 
 
@@ -145,24 +168,32 @@ class RiderListCopy:
         """Write each mirrored file of an event under its new uuid (`renamed`: old -> new),
         sanitised, then scan them all. Returns the figures; on SanitizeError (a file that cannot
         be read, or anything left) what was written has been removed."""
+        self.prepare(set(renamed), options)
+        return self.finish(renamed)
+
+    def prepare(self, events: set[str], options: Options) -> None:
+        """`write`'s work before the new uuids are known, so that it can run while the database
+        is being sanitised: each mirrored file of one of `events` (old uuids) written sanitised
+        under a name of no event, and scanned. `finish` names them."""
         self.created_target = not self.target.exists()
         self.target.mkdir(parents=True, exist_ok=True)
-        dropped = []
+        self.dropped, self.prepared = [], []
         try:
             for entry in sorted(self.source.iterdir()):
                 stem, dot, ext = entry.name.rpartition(".")
-                new_uuid = renamed.get(stem) if dot and ext in SANITIZERS else None
-                if entry.is_symlink() or not entry.is_file() or new_uuid is None:
-                    dropped.append(entry.name + ("/" if entry.is_dir() else ""))
+                known = dot and ext in SANITIZERS and stem in events
+                if entry.is_symlink() or not entry.is_file() or not known:
+                    self.dropped.append(entry.name + ("/" if entry.is_dir() else ""))
                     continue
                 try:
                     write = SANITIZERS[ext](entry, options)
                 except Exception as error:  # whatever a damaged file makes the reader raise
                     raise SanitizeError(f"cannot read rider list {entry}: {error!r}") from None
-                path = self.target / f"{new_uuid}.{ext}"
+                path = self.target / f".sanitized-{len(self.prepared)}.{ext}"
                 self.written.append(path)
                 write_atomically(path, write)
-            leaks = [file_leaks(path, options) for path in self.written]
+                self.prepared.append((path, stem, ext))
+            leaks = [file_leaks(path, options) for path, _stem, _ext in self.prepared]
             if any(leaks):
                 raise SanitizeError(
                     f"left in rider lists after sanitising ({sum(map(len, leaks))} in "
@@ -172,10 +203,23 @@ class RiderListCopy:
         except BaseException:
             self.remove()
             raise
+
+    def finish(self, renamed: dict[str, str]) -> dict:
+        """Name each prepared file by its event's new uuid (`renamed`: old -> new); returns the
+        figures."""
+        try:
+            for path, stem, ext in self.prepared:
+                final = self.target / f"{renamed[stem]}.{ext}"
+                self.written.append(final)
+                os.replace(path, final)
+        except BaseException:
+            self.remove()
+            raise
+        self.written = [path for path in self.written if path.exists()]
         return {
             "written": len(self.written),
-            "dropped": len(dropped),
-            "dropped_names": dropped[:DROPPED_NAMES],
+            "dropped": len(self.dropped),
+            "dropped_names": self.dropped[:DROPPED_NAMES],
             "bytes": sum(path.stat().st_size for path in self.written),
         }
 

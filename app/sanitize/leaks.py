@@ -11,12 +11,12 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from sqlalchemy import String, and_, func, inspect, select
+from sqlalchemy import String, and_, func, inspect, literal_column, or_, select
 from sqlalchemy.sql import column as sql_column
 from sqlalchemy.sql import table as sql_table
 
 from .rules import ADDRESS, DEFAULT_SINK_DOMAIN, host_pattern, is_sink_address
-from .sqlite import may_hold, not_plain_ascii, sql_functions
+from .sqlite import CASE_LIKE_ASCII, may_hold, not_plain_ascii, sql_functions
 
 ADDRESS_RE = re.compile(ADDRESS)
 # A sink domain that LIKE reads literally (no "_" or "%") and matches ignoring case just as
@@ -36,51 +36,85 @@ class Leak:
 
 
 def find_leaks(
-    connection, *, sink_domain: str = DEFAULT_SINK_DOMAIN, production_domain: str, limit=20
+    connection,
+    *,
+    sink_domain: str = DEFAULT_SINK_DOMAIN,
+    production_domain: str,
+    limit=20,
+    tables: list[tuple[str, int | None, int | None]] | None = None,
 ) -> list[Leak]:
     """Addresses outside the sink and the production hostname, in every text column of every
     table of the database (not only the models' tables), each value judged by `leaks_in`.
+    `tables`, (table, first rowid, last rowid) with None for no bound, scans only those rows
+    (a share of the scan, for the sanitised copy's workers, sanitized_copy.py).
 
-    On SQLite the values are judged where they are, by `leaks_in` as a SQL function, and only
-    those that leak come back. SQL passes over a value only where it can tell that `leaks_in`
-    finds nothing in it (`may_hold`, `_only_a_sink_address`): the scan does not depend on what
-    the rules did. Elsewhere only values with "@" or the production hostname (LIKE) are read."""
+    On SQLite the values are judged where they are, by `leaks_in` as a SQL function, in one pass
+    over each table, and only the rows with a value that leaks come back. SQL passes over a value
+    only where it can tell that `leaks_in` finds nothing in it (`may_hold`,
+    `_only_a_sink_address`): the scan does not depend on what the rules did. Elsewhere only
+    values with "@" or the production hostname (LIKE) are read."""
+    if tables is None:
+        tables = [(name, None, None) for name in inspect(connection).get_table_names()]
     if connection.dialect.name != "sqlite":
-        return _find_leaks(connection, sink_domain, production_domain, limit, in_sql=False)
+        return _find_leaks(connection, sink_domain, production_domain, limit, tables, in_sql=False)
 
     def leaking(value) -> bool:
         return bool(leaks_in(str(value), sink_domain, production_domain))
 
     with sql_functions(connection, {"randopony_leaking": (leaking, True)}):
-        return _find_leaks(connection, sink_domain, production_domain, limit, in_sql=True)
+        return _find_leaks(connection, sink_domain, production_domain, limit, tables, in_sql=True)
 
 
-def _find_leaks(connection, sink_domain, production_domain, limit, *, in_sql) -> list[Leak]:
+def text_columns(connection, table_name: str) -> list[str]:
+    """The table's columns whose declared type is text, as the database has them."""
+    return [
+        info["name"]
+        for info in inspect(connection).get_columns(table_name)
+        if isinstance(info["type"], String)
+    ]
+
+
+def _find_leaks(connection, sink_domain, production_domain, limit, tables, *, in_sql):
     leaks = []
-    inspector = inspect(connection)
-    for table_name in inspector.get_table_names():
-        for info in inspector.get_columns(table_name):
-            if not isinstance(info["type"], String):
-                continue
-            name = info["name"]
-            col = sql_column(name)
-            query = select(col).select_from(sql_table(table_name, col))
-            if in_sql:
-                query = query.where(may_hold(col, production_domain))
-                sink_only = _only_a_sink_address(col, sink_domain, production_domain)
-                if sink_only is not None:
-                    query = query.where(~sink_only)
-                query = query.where(func.randopony_leaking(col)).limit(limit - len(leaks))
-            else:
-                query = query.where(col.contains("@") | col.contains(production_domain.lower()))
-            for (value,) in connection.execute(query).all():
+    for table_name, first, last in tables:
+        names = text_columns(connection, table_name)
+        if not names:
+            continue
+        cols = [sql_column(name) for name in names]
+        query = select(*cols).select_from(sql_table(table_name, *cols))
+        if first is not None:
+            query = query.where(literal_column("rowid") >= first)
+        if last is not None:
+            query = query.where(literal_column("rowid") <= last)
+        if in_sql:
+            query = query.where(
+                or_(*(_leaking(col, sink_domain, production_domain) for col in cols))
+            )
+            query = query.limit(limit - len(leaks))
+        else:
+            domain = production_domain.lower()
+            query = query.where(or_(*(col.contains("@") | col.contains(domain) for col in cols)))
+        for row in connection.execute(query):
+            for name, value in zip(names, row, strict=True):
+                if value is None:
+                    continue
                 leaks += [
                     Leak(table_name, name, what, str(value))
                     for what, _found in leaks_in(str(value), sink_domain, production_domain)
                 ]
-                if len(leaks) >= limit:
-                    return leaks[:limit]
+            if len(leaks) >= limit:
+                return leaks[:limit]
     return leaks
+
+
+def _leaking(col, sink_domain: str, production_domain: str):
+    """SQL, true for a value of `col` in which `leaks_in` finds something: asked only of values
+    the cheap SQL tests cannot pass over."""
+    test = may_hold(col, production_domain)
+    sink_only = _only_a_sink_address(col, sink_domain, production_domain)
+    if sink_only is not None:
+        test = and_(test, ~sink_only)
+    return and_(test, func.randopony_leaking(col))
 
 
 def _only_a_sink_address(col, sink_domain: str, production_domain: str):
@@ -103,6 +137,8 @@ def _only_a_sink_address(col, sink_domain: str, production_domain: str):
 def leaks_in(value: str, sink_domain: str, production_domain: str) -> list[tuple[str, str]]:
     """(what, the text found) for each address outside the sink and each production hostname in
     `value`: how a value is judged, in the database and in the rider list files alike."""
+    if "@" not in value and not _may_hold_hostname(value, production_domain.lower()):
+        return []  # the patterns below cannot match: spared for most values
     found = [
         ("an address outside the sink", match.group())
         for match in ADDRESS_RE.finditer(value)
@@ -111,6 +147,15 @@ def leaks_in(value: str, sink_domain: str, production_domain: str) -> list[tuple
     host_re = _host_re(production_domain.lower())
     found += [("the production hostname", match.group()) for match in host_re.finditer(value)]
     return found
+
+
+def _may_hold_hostname(value: str, domain: str) -> bool:
+    """False only when `_host_re` cannot match: an ASCII hostname matched ignoring case is in the
+    lower-cased text, unless the text holds one of the characters Python takes for ASCII letters
+    (CASE_LIKE_ASCII, checked by tests/test_sanitize.py)."""
+    if domain in value.lower() or not domain.isascii():
+        return True
+    return not value.isascii() and any(character in value for character in CASE_LIKE_ASCII)
 
 
 @lru_cache(maxsize=8)

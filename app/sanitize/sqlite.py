@@ -53,15 +53,17 @@ def sql_functions(connection, functions: dict[str, tuple[Callable, bool]]):
 def may_hold(col, production_domain: str):
     """SQL, false only for text that holds neither "@" nor the production hostname, not even as
     Python reads it in lower case (str.lower) or ignoring case (IGNORECASE): then `scrub` returns
-    it as it is and `leaks_in` finds nothing in it. LIKE is cheap, but it stops at a NUL, only
-    knows ASCII letters' case (`sql_functions` makes sure it ignores that case) and may never
-    match a blob: text with a NUL or one of CASE_LIKE_ASCII is left to Python, as is a blob, and
-    every value when the hostname is not ASCII. (A number holds neither.)"""
+    it as it is and `leaks_in` finds nothing in it. instr() is the cheapest test and reads past a
+    NUL, so "@" is looked for with it, and so is the hostname's "." (no other character is "."
+    to Python, in lower case or ignoring case: tests/test_sanitize.py checks), which spares the
+    hostname's own test on names and other text without a dot. That test is LIKE: it stops at a
+    NUL, only knows ASCII letters' case (`sql_functions` makes sure it ignores that case) and may
+    never match a blob, so text with a NUL or one of CASE_LIKE_ASCII is left to Python, as is a
+    blob, and every value when the hostname is not ASCII. (A number holds neither.)"""
     domain = production_domain.lower()
     if not domain.isascii():
         return col.is_not(None)
-    return or_(
-        col.like("%@%"),
+    hostname = or_(
         col.like(f"%{domain}%"),  # a "_" or "%" in it matches more: no harm
         and_(
             not_plain_ascii(col),
@@ -70,8 +72,10 @@ def may_hold(col, production_domain: str):
                 *(func.instr(col, character) > 0 for character in CASE_LIKE_ASCII),
             ),
         ),
-        func.typeof(col) == "blob",
     )
+    if "." in domain:
+        hostname = and_(func.instr(col, ".") > 0, hostname)
+    return or_(func.instr(col, "@") > 0, hostname, func.typeof(col) == "blob")
 
 
 def not_plain_ascii(col):
