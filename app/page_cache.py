@@ -19,7 +19,7 @@ from pyramid.response import Response
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import visitor_parts
-from .models.page_generation import TokenReader
+from .models.quick_reads import QuickReads
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def answer(request, page: Page, cookie_name: str) -> Response:
 
 def page_cache_tween_factory(handler, registry):
     cache = PageCache()
-    read_token = TokenReader(registry["db_engine"])
+    reads = registry["quick_reads"]
     holes = visitor_parts.Holes()
     cookie_name = registry.settings.get("session.cookie_name", "randopony_session")
 
@@ -115,7 +115,7 @@ def page_cache_tween_factory(handler, registry):
         if not cacheable(request):
             return handler(request)
         try:
-            token = read_token()
+            token = reads.page_token()
         except (SQLAlchemyError, sqlite3.Error):
             return handler(request)  # the view reports the database problem itself
         key = request.url  # scheme and host too: the page's links are absolute
@@ -148,4 +148,6 @@ def page_cache_tween_factory(handler, registry):
 def includeme(config):
     from pyramid.tweens import INGRESS
 
+    # Also for the visitor parts filled here: a wrangler's session generation (visitor_parts.py).
+    config.registry["quick_reads"] = QuickReads(config.registry["db_engine"])
     config.add_tween("app.page_cache.page_cache_tween_factory", under=INGRESS)

@@ -34,21 +34,31 @@ class SessionSecurityPolicy:
     def __init__(self, max_lifetime: int = MAX_LIFETIME):
         self.max_lifetime = max_lifetime
 
-    def identity(self, request):
-        session = request.session
+    def current_login(self, session, session_generation) -> int | None:
+        """The id of the wrangler this session is a good login of, or None.
+        `session_generation(wrangler_id)` reads that wrangler's (None: no such wrangler)."""
         if not may_be_logged_in(session):
             return None
-        wrangler_id = session["wrangler_id"]
         logged_in_at = session.get("logged_in_at")
         # Sessions from before generations and lifetimes carry neither: they end too.
         if not isinstance(logged_in_at, int | float):
             return None
         if time.time() - logged_in_at > self.max_lifetime:
             return None
-        wrangler = request.db.get(Wrangler, wrangler_id)
-        if wrangler is None or session.get("generation") != wrangler.session_generation:
+        wrangler_id = session["wrangler_id"]
+        generation = session_generation(wrangler_id)
+        if generation is None or session.get("generation") != generation:
             return None
-        return wrangler
+        return wrangler_id
+
+    def identity(self, request):
+        def session_generation(wrangler_id):
+            wrangler = request.db.get(Wrangler, wrangler_id)
+            return None if wrangler is None else wrangler.session_generation
+
+        wrangler_id = self.current_login(request.session, session_generation)
+        # From the session's identity map: no second query.
+        return None if wrangler_id is None else request.db.get(Wrangler, wrangler_id)
 
     def authenticated_userid(self, request):
         wrangler = request.identity

@@ -99,3 +99,4 @@ def includeme(config):
         return get_tm_session(session_factory, request.tm, request=request)
 
     config.add_request_method(dbsession, "db", reify=True)
+    config.include("app.request_properties")

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 from pyramid.router import Router
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, event, select
 from sqlalchemy.orm import Session
 
 from app import main, page_cache, worker
+from app.models import Wrangler
 from app.models.page_generation import current_token
 from app.page_cache import PageCache
 from tests.conftest import own_database, session_on
@@ -44,16 +45,24 @@ def has_own_database(request) -> bool:
     return request.node.get_closest_marker(OWN_DATABASE) is not None
 
 
-class TokenInTheTransaction:
-    """The shared app's page-cache token, read through the test's connection. The app's own
-    reader (TokenReader) opens the file with sqlite3 and sees only what is committed, which
-    nothing here ever is; test_page_cache.py runs the real one, on databases of its own."""
+class QuickReadsInTheTransaction:
+    """The shared app's page-cache reads (the token, a wrangler's session generation), through
+    the test's connection. The app's own (QuickReads) open the file with sqlite3 and see only
+    what is committed, which nothing here ever is; test_page_cache.py runs the real ones, on
+    databases of their own."""
 
     def __init__(self):
         self.connection: Connection | None = None
 
-    def __call__(self) -> str | None:
+    def page_token(self) -> str | None:
         return None if self.connection is None else current_token(self.connection)
+
+    def session_generation(self, wrangler_id: int) -> int | None:
+        if self.connection is None:
+            return None
+        return self.connection.execute(
+            select(Wrangler.session_generation).where(Wrangler.id == wrangler_id)
+        ).scalar()
 
 
 @dataclass
@@ -104,7 +113,7 @@ class SharedSite:
     settings: dict
     engine: Engine
     page_cache: PageCache
-    token: TokenInTheTransaction
+    reads: QuickReadsInTheTransaction
     # A connection of its own to the database file: PRAGMA data_version changes when another
     # connection commits, which no test on a doomed transaction may do.
     watcher: sqlite3.Connection
@@ -141,7 +150,7 @@ class SharedSite:
         registry_settings.update(own)
         worker.configure(registry_settings)
         self.page_cache.entries.clear()
-        self.token.connection = connection
+        self.reads.connection = connection
         self.session_factory.configure(bind=connection, join_transaction_mode="create_savepoint")
         self.current = doomed
         return doomed
@@ -152,7 +161,7 @@ class SharedSite:
         self.session_factory.configure(
             bind=self.engine, join_transaction_mode="conservative_savepoint"
         )
-        self.token.connection = None
+        self.reads.connection = None
         doomed.connection.rollback()
         doomed.connection.close()
         self.app.registry.settings.clear()
@@ -172,12 +181,12 @@ def shared_site(tmp_path_factory, template_db):
     settings = own_database(folder, template_db)
     built = {}
     with pytest.MonkeyPatch.context() as patch:
-        # The app's page cache and token reader, kept to be reset and joined to each test.
+        # The app's page cache and its reads, kept to be reset and joined to each test.
         patch.setattr(page_cache, "PageCache", lambda: built.setdefault("cache", PageCache()))
         patch.setattr(
             page_cache,
-            "TokenReader",
-            lambda _engine: built.setdefault("token", TokenInTheTransaction()),
+            "QuickReads",
+            lambda _engine: built.setdefault("reads", QuickReadsInTheTransaction()),
         )
         app = main({}, **settings)
     watcher = sqlite3.connect(folder / "RandoPony-testing.sqlite")
@@ -186,7 +195,7 @@ def shared_site(tmp_path_factory, template_db):
         settings,
         app.registry["db_engine"],
         built["cache"],
-        built["token"],
+        built["reads"],
         watcher,
     )
     event.listen(site.session_factory, "after_transaction_create", site.app_transaction_begins)
