@@ -2,7 +2,7 @@
 databases of growing size, against `cp` of the same database file measured in the same run.
 
     .venv/bin/python bench/sync.py [--sizes 10,100,1024] [--list-every 100] [--no-load]
-        [--breakdown-max 100] [--json OUT]
+        [--json OUT]
 
 A temporary host (panel, router and a mail sink under supervisord, on free ports: bench/promote.py's
 BenchHost) gets release 2026r1 in production with the demo events and 2026r2 as staging. Then, for
@@ -17,16 +17,21 @@ to rewrite), one event in --list-every gets its rider lists written by the app's
 2. `fab sync_staging`, run as a maintainer runs it (the checkout's .venv/bin/fab against this
    host), while a light read load (one client looping GETs of the demo event pages through the
    router) counts failed reads on production;
-3. the same copies again;
-4. at sizes up to --breakdown-max, the sanitise step's phases timed apart (sanitize_breakdown).
+3. the same copies again.
+
+The sanitise step's phases are the sanitiser's own (`sanitize_seconds` in the sync's line of the
+host's deploy/releases.log: planning, the parts written by its workers while it writes the rider
+lists, merging them, the final scan, the reports and the rename).
 
 The peak disk the sync needs is sampled while it runs (DiskSampler).
 
 The sizes accumulate on one database (10 MB, then grown to 100 MB, then to 1 GB), as a production
 database grows between nightly syncs; the rider list mirror is kept between syncs, as on a host.
 Per size: the sync's wall time, its per-step durations (`steps` in the `sync_staging` line of the
-host's deploy/releases.log), the ratio to cp, and the growth in seconds per 100 MB. Everything
-lives in temporary directories, removed at the end (also on failure, Ctrl-C or SIGTERM).
+host's deploy/releases.log), the ratio to cp, and the growth in seconds per 100 MB. The last
+line is `RESULT ...`: per size, the sync's seconds, the sanitise step's and the sync over cp +
+fsync measured in the same run. Everything lives in temporary directories, removed at the end
+(also on failure, Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
@@ -63,9 +68,6 @@ from bench.promote import (  # noqa: E402
     other_hosts,
     say,
 )
-from deploy.flows.sync import mirror_dir  # noqa: E402
-from deploy.host import layout  # noqa: E402
-from deploy.host.db_copy import consistent_copy  # noqa: E402
 
 STEPS = ("prepare_work", "copy_database", "migrate_copy", "mirror_files", "sanitize", "swap_in")
 
@@ -330,79 +332,6 @@ class DiskSampler(threading.Thread):
             self.lowest_free = min(self.lowest_free, shutil.disk_usage(self.work.parent).free)
 
 
-BREAKDOWN = r"""
-import json, sys, time
-from pathlib import Path
-from sqlalchemy import create_engine
-from app.models import metadata
-from app.sanitize.database import _sanitize_table, vacuum
-from app.sanitize.files import RiderListCopy, event_uuids
-from app.sanitize.leaks import find_leaks
-from app.sanitize.rules import EMPTIED, checked_options
-
-db, mirror, out, production, staging = sys.argv[1:6]
-engine = create_engine(f"sqlite:///{db}")
-options = checked_options(
-    "sink.invalid", production, staging, "bench-breakdown-password", b"bench-sink-key-0123456789"
-)
-phases = {}
-started = time.perf_counter()
-with engine.begin() as connection:
-    before = event_uuids(connection)
-    for table in metadata.sorted_tables:
-        t = time.perf_counter()
-        if table.name in EMPTIED:
-            connection.execute(table.delete())
-        else:
-            _sanitize_table(connection, table, options)
-        if table.name.endswith("riders"):
-            phases["rewrite " + table.name] = time.perf_counter() - t
-        else:
-            phases["rewrite other tables"] = phases.get("rewrite other tables", 0) + (
-                time.perf_counter() - t
-            )
-    t = time.perf_counter()
-    find_leaks(connection, sink_domain="sink.invalid", production_domain=production)
-    phases["find_leaks (the final scan)"] = time.perf_counter() - t
-    after = event_uuids(connection)
-    t = time.perf_counter()
-    written = RiderListCopy(mirror, out).write(
-        {old: after[key] for key, old in before.items() if key in after}, options
-    )
-    phases[f"rider lists ({written['written']} files)"] = time.perf_counter() - t
-    t = time.perf_counter()
-phases["commit"] = time.perf_counter() - t
-t = time.perf_counter()
-vacuum(engine)
-phases["VACUUM"] = time.perf_counter() - t
-phases["in all (without the process start)"] = time.perf_counter() - started
-print(json.dumps({k: round(v, 2) for k, v in phases.items()}))
-"""
-
-
-def sanitize_breakdown(host: BenchHost, grower: RiderGrower) -> dict:
-    """Where the sanitise step's time goes: its phases run one by one, with the staging
-    release's own code, on a consistent copy of production's database and the rider list
-    mirror the sync left (app/sanitize's functions, in the order its command line runs them)."""
-    staging = host.release_dir(R2)
-    work = host.root / "breakdown"
-    work.mkdir()
-    try:
-        consistent_copy(grower.database, work / "copy.sqlite")
-        done = subprocess.run(
-            [str(staging / layout.ENV / "bin" / "python"), "-c", BREAKDOWN]
-            + [str(work / "copy.sqlite"), str(mirror_dir(host.root))]
-            + [str(work / "rider_lists"), DOMAIN, "staging." + DOMAIN],
-            cwd=staging,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return json.loads(done.stdout.strip().splitlines()[-1])
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
 def cp_round(database: Path, out: Path) -> tuple[float, float, float]:
     """`cp` of the database file, then `cp` again and `cp` + fsync of the copy (what the sync
     does before it trusts a copy), as bench/db_copy.py measures them; returns the three times.
@@ -433,7 +362,6 @@ def measure_size(
     size_mb: int,
     site,
     load: bool,
-    breakdown_max: int,
     results: list,
 ) -> dict:
     database = host.release_dir(R1) / DB
@@ -487,6 +415,7 @@ def measure_size(
         staging_down_seconds=event.get("staging_down_seconds"),
         mirrored_files=event.get("mirrored_files"),
         sanitized=event.get("sanitized"),
+        sanitize_phases=event.get("sanitize_seconds"),
         rows=event.get("rows"),
         staging_database_bytes=staging_db.stat().st_size,
         peak_work_bytes=disk.peak_work,
@@ -506,9 +435,7 @@ def measure_size(
             longest_without_read=round(probe.longest_unserved(started, ended), 2),
             slowest_read=round(max((end - start for start, end, _ in probe.log), default=0), 2),
         )
-    if size_mb <= breakdown_max:
-        figures["sanitize_phases"] = sanitize_breakdown(host, grower)
-        say(f"# {size_mb} MB: the sanitise step's phases, run apart: {figures['sanitize_phases']}")
+    say(f"# {size_mb} MB: the sanitise step's phases: {figures['sanitize_phases']}")
     results.append(figures)
     say(
         f"# {size_mb} MB: fab sync_staging {fab_seconds:.1f} s (steps {event['steps']}), "
@@ -600,13 +527,6 @@ def main() -> int:
         "--list-every", type=int, default=100, help="one event in N has rider list files"
     )
     parser.add_argument("--no-load", action="store_true", help="no read load during the syncs")
-    parser.add_argument(
-        "--breakdown-max",
-        type=int,
-        default=100,
-        help="time the sanitise step's phases apart at sizes up to this many MiB (it costs "
-        "about as much as the sanitise step)",
-    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
@@ -633,7 +553,7 @@ def main() -> int:
         lists = host.release_dir(R1) / "rider_lists"
         grower = RiderGrower(host.release_dir(R1) / DB, lists, args.list_every)
         for size in sizes:
-            measure_size(host, grower, size, site, not args.no_load, args.breakdown_max, results)
+            measure_size(host, grower, size, site, not args.no_load, results)
             check_ports(host, R1, R2)
     except KeyboardInterrupt:
         failed = "interrupted"
@@ -646,6 +566,16 @@ def main() -> int:
         host.down()
     print_report(results)
     print(f"\n# {time.monotonic() - started:.0f} s in all")
+    if results:
+        print(
+            "RESULT "
+            + " ".join(
+                f"sync_{r['size_mb']}mib_s={r['fab_seconds']} "
+                f"sanitize_{r['size_mb']}mib_s={r['steps'].get('sanitize', 0)} "
+                f"sync_vs_cp_fsync_{r['size_mb']}mib={r['sync_vs_cp_fsync']}"
+                for r in results
+            )
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     if failed:

@@ -13,6 +13,8 @@ from contextlib import closing
 from datetime import datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, inspect, select, text
 
 from app.mail import unsent_email_ids
@@ -26,7 +28,7 @@ from app.models import (
 )
 from app.sanitize import SanitizeError, cli, database, leaks, rules, sanitize, sink_address
 from app.sanitize.sqlite import CASE_LIKE_ASCII
-from tests.conftest import WRANGLER_EMAIL, WRANGLER_PASSWORD
+from tests.conftest import WRANGLER_EMAIL, WRANGLER_PASSWORD, fuzz_settings
 from tests.factories import make_brevet, make_brevet_rider, make_populaire, make_populaire_rider
 
 PRODUCTION = "randopony.localhost"
@@ -138,6 +140,79 @@ def test_a_sink_domain_that_could_reach_someone_is_refused(app_settings):
     engine.dispose()
 
 
+# Free text made of what addresses and hostnames are made of, and of what ends them.
+FRAGMENTS = [
+    "a",
+    "Z",
+    "0",
+    "_",
+    ".",
+    "-",
+    "%",
+    "+",
+    "'",
+    "@",
+    "@@",
+    " ",
+    "\n",
+    ",",
+    "(",
+    ")",
+    "/",
+    ":",
+    "é",
+    "名",
+    "\u0130",
+    "\u0131",
+    "\u017f",
+    "\u212a",
+    "\x00",
+    "ada",
+    "ex.org",
+    "sink.invalid",
+    PRODUCTION,
+    PRODUCTION.upper(),
+    "staging.",
+    "randopony",
+    "localhoſt",
+    ".evil",
+    "-x",
+]
+FREE_TEXT = st.lists(st.sampled_from(FRAGMENTS), max_size=24).map("".join)
+
+
+@fuzz_settings(1000)
+@given(FREE_TEXT)
+def test_addresses_are_found_where_the_address_pattern_finds_them(value):
+    assert list(rules.address_spans(value)) == [
+        match.span() for match in re.finditer(rules.ADDRESS, value)
+    ]
+
+
+def scrub_by_the_pattern(value: str, options: rules.Options) -> str:
+    """The scrub as a single substitution (how app/sanitize/rules.py wrote it first)."""
+    if "@" not in value and options.production_domain not in value.lower():
+        return value
+    pattern = re.compile(
+        rf"(?P<address>{rules.ADDRESS})|(?P<host>{rules.host_pattern(options.production_domain)})",
+        re.IGNORECASE,
+    )
+
+    def replace(match):
+        if match.group("address"):
+            return sink_address(match.group("address"), options.sink_domain, options.sink_key)
+        return options.staging_domain
+
+    return pattern.sub(replace, value)
+
+
+@fuzz_settings(1000)
+@given(FREE_TEXT)
+def test_the_scrub_is_the_substitution_of_addresses_and_the_hostname(value):
+    options = rules.Options(SINK, PRODUCTION, STAGING, "", SINK_KEY)
+    assert rules.scrub(value, options) == scrub_by_the_pattern(value, options)
+
+
 # --- Sanitising a database --------------------------------------------------------------------
 
 
@@ -156,6 +231,10 @@ def options(**overrides):
 def production_like(db):
     """The test database filled as production's could be: riders on two events, organizers'
     lists, a second wrangler, links to production, addresses in free text, unsent mail."""
+    return fill_production_like(db)
+
+
+def fill_production_like(db) -> dict:
     brevet = make_brevet(
         db,
         organizer_email="org1@example.com, Org2@Example.com",
@@ -534,7 +613,7 @@ def by_rows(path: str, options: rules.Options) -> dict[str, int]:
                 table.name: connection.execute(table.delete()).rowcount
                 if table.name in rules.EMPTIED
                 else database._sanitize_table_by_rows(
-                    connection, table, database._rewrites(table), options
+                    connection, table, database.rewrites(table), options
                 )
                 for table in metadata.sorted_tables
             }

@@ -7,9 +7,12 @@ import argparse
 import json
 import os
 import sys
+import time
+from pathlib import Path
 
 from pyramid.paster import get_appsettings
-from sqlalchemy import func, inspect, select
+from sqlalchemy import create_engine, func, inspect, select
+from sqlalchemy.pool import NullPool
 from sqlalchemy.sql import table as sql_table
 
 from .. import models
@@ -18,14 +21,21 @@ from ..mail import allowed_domains
 from .database import sanitize_with_options, vacuum
 from .files import RiderListCopy, event_uuids
 from .rules import DEFAULT_SINK_DOMAIN, MIN_SINK_KEY, Options, SanitizeError, checked_options
+from .sanitized_copy import NotCopyable, SanitizedCopy
+
+# The host's two cores: the rows shared between two workers (sanitized_copy.py).
+WORKERS = min(2, os.cpu_count() or 1)
 
 
 def main(argv=None) -> int:
     """python -m app.sanitize staging.ini --production-domain D --staging-domain D
     [--rider-lists-from MIRROR --rider-lists-to DIR]
 
-    Sanitises the database of a staging ini (never a production one) in one transaction, then
-    VACUUMs it so no old value survives in free pages. The staging wrangler password comes from
+    Sanitises the database of a staging ini (never a production one): a SQLite file is written
+    anew beside it by up to --workers processes and replaces it once whole and scanned
+    (sanitized_copy.py); any other database (or a SQLite one the copy cannot handle) is
+    sanitised in one transaction, a SQLite one then VACUUMed so no old value survives in free
+    pages. The staging wrangler password comes from
     RANDOPONY_WRANGLER_PASSWORD (never the command line); the sink domain is the first of the
     ini's mail.only_to_domains, the domains its mail guard lets through. With the rider list
     options, the rider lists mirrored from production are written, sanitised and under the
@@ -42,6 +52,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--rider-lists-to", metavar="DIR", help="where staging's rider lists are written"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=WORKERS,
+        help=f"processes sanitising a SQLite database at most (default {WORKERS})",
     )
     parser.add_argument(
         "--sink-key-file",
@@ -77,11 +93,19 @@ def main(argv=None) -> int:
             os.environ.get("RANDOPONY_WRANGLER_PASSWORD", ""),
             sink_key,
         )
-        # Files are written inside the transaction: if they are refused, so is the database.
-        with engine.begin() as connection:
-            report = _sanitize_and_report(connection, options, rider_lists)
-        if engine.dialect.name == "sqlite":
-            vacuum(engine)
+        report = None
+        database = _sqlite_file(engine)
+        if database is not None:
+            try:
+                report = _sanitize_a_copy(database, options, rider_lists, args.workers)
+            except NotCopyable as why:
+                print(f"sanitize: sanitising in place: {why}", file=sys.stderr)
+        if report is None:
+            # Files are written inside the transaction: if they are refused, so is the database.
+            with engine.begin() as connection:
+                report = _sanitize_and_report(connection, options, rider_lists)
+            if engine.dialect.name == "sqlite":
+                vacuum(engine)
         done = True
     except (SanitizeError, ValueError) as error:
         print(f"sanitize: {error}", file=sys.stderr)
@@ -106,6 +130,56 @@ def read_sink_key(path: str) -> bytes:
     if len(key) < MIN_SINK_KEY:
         raise ValueError(f"the sink key {path} is shorter than {MIN_SINK_KEY} bytes")
     return key
+
+
+def _sqlite_file(engine) -> Path | None:
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return None
+    return Path(engine.url.database)
+
+
+def _sanitize_a_copy(database: Path, options: Options, rider_lists, workers: int) -> dict:
+    """The database sanitised as a new file by the workers (sanitized_copy.py) while this
+    process writes the rider lists; the new file replaces the database only if nothing was
+    left in either."""
+    copy = SanitizedCopy(database, options, workers)
+    try:
+        copy.start()
+        before = _read(database, event_uuids)
+        if rider_lists is not None:
+            started = time.monotonic()
+            rider_lists.prepare(set(before.values()), options)
+            lists_seconds = round(time.monotonic() - started, 2)
+        report: dict = copy.finish()
+        engine = create_engine(f"sqlite:///{copy.path}", poolclass=NullPool)
+        try:
+            with engine.connect() as connection:
+                if rider_lists is not None:
+                    after = event_uuids(connection)
+                    renamed = {old: after[key] for key, old in before.items() if key in after}
+                    report["files"] = rider_lists.finish(renamed)
+                report["rows"] = row_counts(connection)
+                report["wranglers"] = wrangler_logins(connection)
+        finally:
+            engine.dispose()
+        copy.replace()
+        # Where the time went, for the sync's figures (the rider lists: while the parts were
+        # written, in this process).
+        report["seconds"] = {**copy.seconds, "workers": copy.workers}
+        if rider_lists is not None:
+            report["seconds"]["rider lists, meanwhile"] = lists_seconds
+        return report
+    finally:
+        copy.discard()
+
+
+def _read(database: Path, query):
+    engine = create_engine(f"sqlite:///{database}", poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return query(connection)
+    finally:
+        engine.dispose()
 
 
 def _sanitize_and_report(connection, options: Options, rider_lists) -> dict:

@@ -54,7 +54,7 @@ def sanitize(
 
 def sanitize_with_options(connection, options: Options) -> dict[str, int]:
     """`sanitize`, with Options made by `checked_options`."""
-    _check_revision(connection)
+    check_revision(connection)
     counts = {}
     for table in models.metadata.sorted_tables:
         if table.name in EMPTIED:
@@ -69,7 +69,7 @@ def sanitize_with_options(connection, options: Options) -> dict[str, int]:
     return counts
 
 
-def _check_revision(connection) -> None:
+def check_revision(connection) -> None:
     revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     if (revision,) != code_heads():
         raise SanitizeError(
@@ -78,28 +78,28 @@ def _check_revision(connection) -> None:
         )
 
 
-def _rewrites(table: Table) -> dict[str, Rule]:
+def rewrites(table: Table) -> dict[str, Rule]:
     """column -> the rule that rewrites it: its own, or the safety net for any other text column.
     Columns whose rule changes every value (not the scrub) first."""
-    rewrites = {}
+    ruled = {}
     for column in table.columns:
         rule = rule_for(table.name, column.name)
         if rule is not None and rule.rewrite is not None:
-            rewrites[column.name] = rule
+            ruled[column.name] = rule
         elif isinstance(column.type, String):
-            rewrites[column.name] = SAFETY_NET
-    return dict(sorted(rewrites.items(), key=lambda item: item[1].rewrite is scrub))
+            ruled[column.name] = SAFETY_NET
+    return dict(sorted(ruled.items(), key=lambda item: item[1].rewrite is scrub))
 
 
 def _sanitize_table(connection, table: Table, options: Options) -> int:
     """Rewrite the table's ruled and text columns; returns the rows changed (a row counts once
     however many of its values change, and a row none of whose values change is not written)."""
-    rewrites = _rewrites(table)
-    if not rewrites:
+    ruled = rewrites(table)
+    if not ruled:
         return 0
     if connection.dialect.name == "sqlite":
-        return _sanitize_table_in_sql(connection, table, rewrites, options)
-    return _sanitize_table_by_rows(connection, table, rewrites, options)
+        return _sanitize_table_in_sql(connection, table, ruled, options)
+    return _sanitize_table_by_rows(connection, table, ruled, options)
 
 
 def _sanitize_table_in_sql(connection, table: Table, rewrites: dict[str, Rule], options) -> int:

@@ -9,16 +9,20 @@ rule left.
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 from sqlalchemy import String, and_, func, inspect, literal_column, or_, select
 from sqlalchemy.sql import column as sql_column
 from sqlalchemy.sql import table as sql_table
 
-from .rules import ADDRESS, DEFAULT_SINK_DOMAIN, host_pattern, is_sink_address
-from .sqlite import CASE_LIKE_ASCII, may_hold, not_plain_ascii, sql_functions
+from .rules import (
+    DEFAULT_SINK_DOMAIN,
+    address_spans,
+    hostname_re,
+    is_sink_address,
+    may_hold_hostname,
+)
+from .sqlite import may_hold, not_plain_ascii, sql_functions
 
-ADDRESS_RE = re.compile(ADDRESS)
 # A sink domain that LIKE reads literally (no "_" or "%") and matches ignoring case just as
 # Python does (ASCII only): only then may `_only_a_sink_address` pass values over.
 PLAIN_HOSTNAME = re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)*")
@@ -120,7 +124,7 @@ def _leaking(col, sink_domain: str, production_domain: str):
 def _only_a_sink_address(col, sink_domain: str, production_domain: str):
     """SQL, true only for a value in which `leaks_in` cannot find anything, so it need not be
     asked: ASCII text without a NUL whose only "@" starts its end, "@" + the sink domain (in any
-    case), and without the production hostname. Any address ADDRESS_RE finds in it holds that
+    case), and without the production hostname. Any address `address_spans` finds in it holds that
     "@", and so ends with the sink domain whole (its characters all continue a domain). None
     when the domains are not plain ASCII hostnames (then no value is passed over this way)."""
     if not (PLAIN_HOSTNAME.fullmatch(sink_domain) and production_domain.isascii()):
@@ -137,27 +141,17 @@ def _only_a_sink_address(col, sink_domain: str, production_domain: str):
 def leaks_in(value: str, sink_domain: str, production_domain: str) -> list[tuple[str, str]]:
     """(what, the text found) for each address outside the sink and each production hostname in
     `value`: how a value is judged, in the database and in the rider list files alike."""
-    if "@" not in value and not _may_hold_hostname(value, production_domain.lower()):
-        return []  # the patterns below cannot match: spared for most values
-    found = [
-        ("an address outside the sink", match.group())
-        for match in ADDRESS_RE.finditer(value)
-        if not is_sink_address(match.group(), sink_domain)
-    ]
-    host_re = _host_re(production_domain.lower())
-    found += [("the production hostname", match.group()) for match in host_re.finditer(value)]
+    found = []
+    if "@" in value:
+        found += [
+            ("an address outside the sink", value[start:end])
+            for start, end in address_spans(value)
+            if not is_sink_address(value[start:end], sink_domain)
+        ]
+    domain = production_domain.lower()
+    if may_hold_hostname(value, domain):
+        found += [
+            ("the production hostname", match.group())
+            for match in hostname_re(domain).finditer(value)
+        ]
     return found
-
-
-def _may_hold_hostname(value: str, domain: str) -> bool:
-    """False only when `_host_re` cannot match: an ASCII hostname matched ignoring case is in the
-    lower-cased text, unless the text holds one of the characters Python takes for ASCII letters
-    (CASE_LIKE_ASCII, checked by tests/test_sanitize.py)."""
-    if domain in value.lower() or not domain.isascii():
-        return True
-    return not value.isascii() and any(character in value for character in CASE_LIKE_ASCII)
-
-
-@lru_cache(maxsize=8)
-def _host_re(domain: str) -> re.Pattern:
-    return re.compile(host_pattern(domain), re.IGNORECASE)

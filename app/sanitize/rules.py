@@ -14,13 +14,14 @@ and the same `Options`, so an address becomes the same sink address in both.
 import hashlib
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
 from sqlalchemy import Column, MetaData, String, Text
 
 from .. import models
+from .sqlite import CASE_LIKE_ASCII
 
 # RFC 2606: .invalid can never resolve, so mail to it cannot reach anyone.
 DEFAULT_SINK_DOMAIN = "sink.invalid"
@@ -65,6 +66,41 @@ class Rule:
 # catch only the tail of an odd one): what matters is that the domain after "@" is caught.
 ADDRESS = r"[\w.%+'-]+@[\w-]+(?:\.[\w-]+)*"
 LIST_SEPARATOR = re.compile(r"[,;]")
+# ADDRESS in parts, for `address_spans`: an "@" that a domain follows, the local part read
+# backwards from it, the rest of the domain.
+_AT = re.compile(r"@[\w-]")
+_LOCAL_PART = re.compile(r"[\w.%+'-]*")
+_DOMAIN_REST = re.compile(r"[\w-]*(?:\.[\w-]+)*")
+
+
+def address_spans(value: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of each address in `value`, exactly as re.finditer(ADDRESS) finds them, but
+    found from each "@" instead of tried at every character: the pattern's local part makes the
+    regex engine read every word of free text again from each of its letters, six times slower
+    on riders' comments (tests/test_sanitize.py checks they agree). After a match, the next one
+    starts at its end at the earliest, as finditer's does."""
+    pos = 0
+    while (at := _AT.search(value, pos)) is not None:
+        at = at.start()
+        local = _LOCAL_PART.match(value[pos:at][::-1]).end()
+        if not local:
+            pos = at + 1
+            continue
+        end = _DOMAIN_REST.match(value, at + 2).end()
+        yield at - local, end
+        pos = end
+
+
+def may_hold_hostname(value: str, domain: str) -> bool:
+    """False only when `domain` (lower case) matched ignoring case (re.IGNORECASE) cannot be in
+    `value`: an ASCII hostname is then in the lower-cased text, unless the text holds one of the
+    characters Python takes for ASCII letters (CASE_LIKE_ASCII, checked by the tests)."""
+    if domain in value.lower() or not domain.isascii():
+        return True
+    return not value.isascii() and _CASE_LIKE_ASCII.search(value) is not None
+
+
+_CASE_LIKE_ASCII = re.compile(f"[{CASE_LIKE_ASCII}]")
 
 
 def host_pattern(domain: str) -> str:
@@ -125,23 +161,37 @@ def sink_address_list(value: str, options: Options) -> str:
 
 def scrub(value: str, options: Options) -> str:
     """Free text or a link: addresses in it go to the sink, the production hostname becomes the
-    staging one. A value with neither comes back unchanged."""
-    if "@" not in value and options.production_domain not in value.lower():
+    staging one. A value with neither comes back unchanged.
+
+    What re.sub of "(?P<address>ADDRESS)|(?P<host>the hostname)" (ignoring case) does, found
+    faster (`address_spans`): from left to right, whichever starts first, an address if both
+    start at the same character (tests/test_sanitize.py checks it against that substitution)."""
+    domain = options.production_domain
+    if "@" not in value and domain not in value.lower():
         return value
-
-    def replace(match: re.Match) -> str:
-        if match.group("address"):
-            return sink_address(match.group("address"), options.sink_domain, options.sink_key)
-        return options.staging_domain
-
-    return _scrub_re(options.production_domain).sub(replace, value)
+    hosts = hostname_re(domain) if may_hold_hostname(value, domain) else None
+    parts, pos = [], 0
+    while True:
+        address = next(address_spans(value[pos:]), None) if "@" in value[pos:] else None
+        if address is not None:
+            address = (address[0] + pos, address[1] + pos)
+        host = hosts.search(value, pos) if hosts is not None else None
+        if address is None and host is None:
+            break
+        if host is None or (address is not None and address[0] <= host.start()):
+            start, end = address
+            new = sink_address(value[start:end], options.sink_domain, options.sink_key)
+        else:
+            (start, end), new = host.span(), options.staging_domain
+        parts += [value[pos:start], new]
+        pos = end
+    return "".join(parts) + value[pos:]
 
 
 @lru_cache(maxsize=8)
-def _scrub_re(production_domain: str) -> re.Pattern:
-    return re.compile(
-        rf"(?P<address>{ADDRESS})|(?P<host>{host_pattern(production_domain)})", re.IGNORECASE
-    )
+def hostname_re(domain: str) -> re.Pattern:
+    """The hostname, ignoring case, as a whole hostname (`host_pattern`)."""
+    return re.compile(host_pattern(domain), re.IGNORECASE)
 
 
 def _staging_password(_value: str, options: Options) -> str:

@@ -18,7 +18,7 @@ CASE_LIKE_ASCII = "\u0130\u0131\u017f\u212a"
 
 @contextmanager
 def sql_functions(connection, functions: dict[str, tuple[Callable, bool]]):
-    """name -> (function of one value, deterministic): callable from SQL on the SQLite connection
+    """name -> (function, deterministic): callable from SQL on the SQLite connection
     behind `connection` while inside, and gone after (they hold the options), with LIKE ignoring
     ASCII letters' case. SQLite only says that a function failed: the function's own exception is
     raised instead."""
@@ -26,9 +26,9 @@ def sql_functions(connection, functions: dict[str, tuple[Callable, bool]]):
     errors: list[Exception] = []
 
     def recording(function):
-        def call(value):
+        def call(*values):
             try:
-                return function(value)
+                return function(*values)
             except Exception as error:
                 errors.append(error)
                 raise
@@ -36,7 +36,7 @@ def sql_functions(connection, functions: dict[str, tuple[Callable, bool]]):
         return call
 
     for name, (function, deterministic) in functions.items():
-        driver.create_function(name, 1, recording(function), deterministic=deterministic)
+        driver.create_function(name, -1, recording(function), deterministic=deterministic)
     # SQLite's default, which the SQL around the functions counts on (`may_hold`).
     connection.exec_driver_sql("PRAGMA case_sensitive_like = OFF")
     try:
@@ -47,7 +47,7 @@ def sql_functions(connection, functions: dict[str, tuple[Callable, bool]]):
         raise
     finally:
         for name in functions:
-            driver.create_function(name, 1, None)
+            driver.create_function(name, -1, None)
 
 
 def may_hold(col, production_domain: str):

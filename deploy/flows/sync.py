@@ -377,6 +377,9 @@ def run(target: Target, host: Host, staging: str, production: str, given: str | 
         "sanitized": {
             k: v for k, v in s.figures.get("sanitized", {}).items() if isinstance(v, int)
         },
+        # Where the sanitiser's time went (app/sanitize/cli.py), for the benchmark and for a
+        # maintainer wondering why a night's sync was slow.
+        "sanitize_seconds": s.figures.get("sanitized", {}).get("seconds", {}),
         "wranglers": s.figures.get("sanitized", {}).get("wranglers", []),
     }
     records.record_event(host, "sync_staging", release=staging, **summary)
