@@ -220,3 +220,13 @@ def test_pages_from_the_cache_carry_the_security_headers_for_every_visitor(testa
             answer = reader.get(path)
             for name, value in HEADERS.items():
                 assert answer.headers.get(name) == value, (path, name)
+
+
+def test_without_the_page_cache_each_page_draws_its_visitors_parts_itself(app_settings, brevet_url):
+    site = main({}, **{**app_settings, "page_cache": "false"})
+    wrangler, visitor = logged_in_browser(site), browser(site)
+    assert ADMIN_LINK in wrangler.get(brevet_url).text
+    assert ADMIN_LINK not in visitor.get(brevet_url).text
+    page = sign_up(visitor, brevet_url).follow().text
+    assert "Thank you, Ada" in page and "visitor-part" not in page
+    assert CSRF.search(visitor.get(brevet_url + "/entry").text)
