@@ -63,6 +63,7 @@ setup(
             "randopony-host-boot = deploy.host.boot:main",
             "randopony-release = deploy.host.release_runtime:main",
             "randopony-db-copy = deploy.host.db_copy:main",
+            "randopony-cutover = deploy.host.cutover_agent:main",
             "randopony-schedule = deploy.flows.cron_jobs:main",
         ],
     },

@@ -41,5 +41,6 @@ def main(global_config, **settings):
         config.scan(".views")
     app = config.make_wsgi_app()
     if standby.waiting(settings):
+        standby.warm_templates(app.registry)
         return standby.Standby(app, settings["standby_file"], settings.get("release", ""))
     return app

@@ -13,12 +13,27 @@ the file again. An app started without the file is never in standby and pays not
 
 import json
 import os
+from pathlib import Path
+
+from pyramid_jinja2 import IJinja2Environment
+
+TEMPLATES = Path(__file__).parent / "templates"
 
 
 def waiting(settings) -> bool:
     """Whether an app configured with these settings starts in standby."""
     path = settings.get("standby_file")
     return bool(path) and os.path.exists(path)
+
+
+def warm_templates(registry) -> int:
+    """Compile the page templates while nobody waits for them: otherwise the first requests
+    after the switch, held writes among them, would each compile the ones they use."""
+    environment = registry.queryUtility(IJinja2Environment, name=".jinja2")
+    names = sorted(str(p.relative_to(TEMPLATES)) for p in TEMPLATES.rglob("*.jinja2"))
+    for name in names:
+        environment.get_template(name)
+    return len(names)
 
 
 class Standby:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.host.db_copy import consistent_copy, precopy  # noqa: E402
+from deploy.host.db_copy import ReadHold, consistent_copy, precopy  # noqa: E402
 
 ROW_TEXT = 960  # characters of random text per rider row: ~1 KB a row
 
@@ -149,6 +149,9 @@ def main() -> int:
             clean(out)
             note("cp + fsync", timed(lambda: (subprocess.run(["cp", src, out]), fsync(out))))
             clean(out)
+            # What a shell user does to have the copy on disk (issue 16's baseline).
+            note("cp + sync", timed(lambda: subprocess.run(f"cp {src} {out} && sync", shell=True)))
+            clean(out)
             res = consistent_copy(src, out)
             note("consistent_copy (cold)", res.seconds, res.lock_seconds, res.bytes_under_lock)
             clean(out)
@@ -181,6 +184,22 @@ def main() -> int:
             assert check.execute("PRAGMA quick_check").fetchone()[0] == "ok"
             check.close()
             clean(out)
+            # The same history with the source's reads held from before the precopy (the
+            # cutover agent's way): only the WAL is copied under the lock, restart or not.
+            conn = sqlite3.connect(src)
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            conn.close()
+            reads = ReadHold(src)
+            precopy(src, out)
+            change(src, 3000)
+            res = consistent_copy(src, out, reuse=True, reads_held=reads)
+            assert res.mode == "wal", res.mode
+            name = "consistent_copy reuse, reads held"
+            note(name, res.seconds, res.lock_seconds, res.bytes_under_lock)
+            check = sqlite3.connect(out)
+            assert check.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+            check.close()
+            clean(out)
             print(f"round {r + 1} done", flush=True)
     finally:
         holder.stdin.close()
@@ -190,17 +209,29 @@ def main() -> int:
             shutil.rmtree(base, ignore_errors=True)
 
     cp = statistics.median(results["cp"])
+    cp_sync = statistics.median(results["cp + sync"])
     print()
-    print("| method | median s (runs) | speed vs cp | lock held s | written under lock |")
-    print("|---|---|---|---|---|")
+    print(
+        "| method | median s (runs) | speed vs cp | vs cp + sync | lock held s "
+        "| written under lock |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, runs in results.items():
         runs_text = ", ".join(f"{x:.2f}" for x in runs)
         lock = f"{statistics.median(locks[name]):.3f}" if name in locks else "-"
         written = f"{statistics.median(under[name]) / 2**20:.1f} MiB" if name in under else "-"
+        median = statistics.median(runs)
         print(
-            f"| {name} | {statistics.median(runs):.2f} ({runs_text}) |"
-            f" {cp / statistics.median(runs):.2f}x | {lock} | {written} |"
+            f"| {name} | {median:.2f} ({runs_text}) | {cp / median:.2f}x "
+            f"| {cp_sync / median:.2f}x | {lock} | {written} |"
         )
+    cold = statistics.median(results["consistent_copy (cold)"])
+    print(
+        f"RESULT cold_vs_cp_sync={cp_sync / cold:.2f} cold_vs_cp={cp / cold:.2f} "
+        f"lock_reads_held_s={statistics.median(locks['consistent_copy reuse, reads held']):.3f} "
+        f"lock_compare_s={statistics.median(locks['consistent_copy reuse, compare']):.3f} "
+        f"size_mib={db_bytes / 2**20:.0f}"
+    )
     return 0
 
 

@@ -12,7 +12,10 @@ running through the router on the production domain:
 
 1. `fab promote_staging_to_production --yes`: 2026r2 over 2026r1;
 2. `fab rollback_production --yes`: 2026r1 back;
-3. the seed guide's sequence for 2026r3 over 2026r1, run here with the deploy/ building blocks:
+3. the same two with a small migration: `fab promote_staging_to_production --yes` for 2026r4, whose
+   code adds a column (alembic upgrade under the hold), then `fab rollback_production --yes`
+   (the column dropped by alembic downgrade under the hold);
+4. the seed guide's sequence for 2026r3 over 2026r1, run here with the deploy/ building blocks:
    stop the staging release, swap its ini; stop production's supervisord, detach the production
    domain (update_website), copy the databases with `cp`, attach the domain to the new website,
    start the new release's supervisord and wait for /up.
@@ -63,7 +66,7 @@ LUA = Path(__file__).resolve().with_name("promote_load.lua")
 DOMAIN = "randopony.localhost"
 HOSTING_USER, HOSTING_PASSWORD = "randopony", "bench-hosting-password"
 WRANGLER_PASSWORD = "bench-wrangler-password"
-R1, R2, R3 = "2026r1", "2026r2", "2026r3"
+R1, R2, R3, R4 = "2026r1", "2026r2", "2026r3", "2026r4"
 DB = "RandoPony-production.sqlite"
 
 
@@ -588,7 +591,7 @@ def seed_sequence(host: BenchHost, new: str, old: str):
             write_bin_scripts(connection, new_dir)
             info = read_json(connection, new_dir)
             conf = release_runtime.render_conf(
-                new_dir, ini, int(info["port"]), new, read_release_env(connection)
+                new_dir, ini, int(info["port"]), new, read_release_env(connection, "production")
             )
             connection.write_text(new_dir / layout.SUPERVISORD_CONF, conf)
             credentials = (old_dir / layout.CREDENTIALS).read_text()
@@ -629,6 +632,38 @@ def seed_sequence(host: BenchHost, new: str, old: str):
         }
 
     return run
+
+
+BENCH_MIGRATION = '''"""Bench: a column added.
+
+Revision ID: 0099
+Revises: {down}
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0099"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("brevets") as batch:
+        batch.add_column(sa.Column("bench_note", sa.Text(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("brevets") as batch:
+        batch.drop_column("bench_note")
+'''
+
+
+def code_head(checkout: Path) -> str:
+    """The newest revision among the checkout's migrations (they are numbered)."""
+    names = sorted(p.name for p in (checkout / "alembic" / "versions").glob("0*.py"))
+    return names[-1].split("_", 1)[0]
 
 
 # Reporting
@@ -781,6 +816,46 @@ def run_all(host: BenchHost, args: argparse.Namespace, results: dict, runs: list
     runs.append(m)
     check_ports(host, R1)
     say(f"# rollback: {m.seconds:.1f} s, {m.failed} failed, hold {m.write_hold_seconds} s")
+
+    # The same again with a small migration: a column added (and dropped by the rollback).
+    migration = host.checkout / "alembic" / "versions" / "0099_bench_column.py"
+    migration.write_text(BENCH_MIGRATION.format(down=code_head(host.checkout)))
+    try:
+        host.fab("init_staging", staging=R4, production=R1)
+    finally:
+        migration.unlink()  # the seed sequence's release below does not migrate
+    check_ports(host, R1, R4)
+    for name, kind, args, staging, production, lands in (
+        (
+            f"fab promote_staging_to_production ({R4} over {R1}, a column added)",
+            "promote-m",
+            ("promote_staging_to_production", "--yes"),
+            R4,
+            R1,
+            R4,
+        ),
+        (
+            f"fab rollback_production ({R1} back, the column dropped)",
+            "rollback-m",
+            ("rollback_production", "--yes"),
+            R4,
+            R4,
+            R1,
+        ),
+    ):
+        m = under_load(
+            host,
+            site,
+            name,
+            kind,
+            fab_operation(host, *args, staging=staging, production=production),
+            args.post_every,
+        )
+        m.write_hold_seconds = m.details["event"].get("write_hold_seconds")
+        m.signups_stored = riders_like(host.release_dir(lands) / DB, f"{kind}-t%")
+        runs.append(m)
+        check_ports(host, lands)
+        say(f"# {kind}: {m.seconds:.1f} s, {m.failed} failed, hold {m.write_hold_seconds} s")
 
     host.fab("init_staging", staging=R3, production=R1)
     check_ports(host, R1, R3)

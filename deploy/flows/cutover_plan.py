@@ -40,6 +40,8 @@ DEFAULTS: dict[str, tuple[float, float | None]] = {
     "stop_staging": (2.0, None),
     "prepare_release": (0.3, None),
     "init_production_db": (3.0, None),
+    # The app's start, ahead of the hold: under it the app only opens its database.
+    "start_standby": (2.5, None),
     # With the new code's alembic head, learnt here so the hold runs no alembic (about 1 s).
     "precopy_databases": (1.6, 250e6),
     "precopy_files": (0.1, 100e6),
@@ -48,15 +50,15 @@ DEFAULTS: dict[str, tuple[float, float | None]] = {
     "copy_databases": (0.4, 1e9),
     # rsync compares every file's size and time, and sends only what changed since the precopy.
     "copy_files": (0.1, 2e9),
-    "migrate_database": (1.5, None),
-    "start_new_release": (2.5, None),
+    "migrate_database": (0.3, None),
+    "start_new_release": (0.3, None),
     "switch_domain": (0.1, None),
     "start_new_worker": (1.5, None),
     "stop_old_release": (1.5, None),
     "record_promotion": (0.1, None),
     # Rollback steps with work of their own.
     "stop_previous_release": (0.5, None),  # usually stopped already
-    "migrate_down": (1.5, None),
+    "migrate_down": (0.3, None),
     "stop_unpromoted_release": (1.5, None),
     "release_writes": (0.1, None),
     "return_to_staging": (4.0, None),
@@ -66,6 +68,7 @@ DEFAULTS: dict[str, tuple[float, float | None]] = {
 # Rollback steps that run a promotion step's code the other way: they share defaults and, when
 # a step has no history of its own, history.
 LIKE = {
+    "start_previous_standby": "start_standby",
     "precopy_back": "precopy_databases",
     "precopy_files_back": "precopy_files",
     "stop_current_worker": "stop_old_worker",

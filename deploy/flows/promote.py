@@ -38,6 +38,7 @@ from deploy.flows.staging import site_url
 from deploy.flows.steps import Run, Step, StepFailed, run_steps
 from deploy.host import layout, release_runtime
 from deploy.remote import file_mirror, records
+from deploy.remote.cutover_client import CutoverAgent
 from deploy.remote.file_mirror import RIDER_LISTS
 from deploy.remote.hosts import Host, HostError
 from deploy.remote.panel_client import HostingAPI
@@ -73,8 +74,13 @@ class Promotion(Run):
     # What the copies move (cutover_plan.measure) and each step's estimate, from the start.
     sizes: dict[str, int] = field(default_factory=dict)
     estimates: dict[str, float] = field(default_factory=dict)
-    # The new code's alembic head, learnt before the hold: a copy already there needs no alembic.
+    # The incoming release's alembic head, learnt before the hold: a copy already there needs no
+    # alembic run.
     code_head: str | None = None
+    # The host's cutover agent, from the precopy to the end of the run; a resumed run has none
+    # and runs one-shot commands instead. Not saved.
+    agent: CutoverAgent | None = field(default=None, repr=False)
+    standby: bool | None = field(default=None, repr=False)  # see in_standby()
 
     @property
     def incoming_dir(self) -> PurePosixPath | None:
@@ -251,15 +257,61 @@ def stop_old_worker(p: Promotion) -> None:
 
 
 def hold_writes(p: Promotion) -> None:
-    domains = p.api.hold_writes(p.webapp(p.outgoing), HOLD_SECONDS)
+    # From the call: a write arriving while those under way finish is held as long as any.
     p.held_at = time.monotonic()
-    p.target.echo(f"  writes to {', '.join(domains)} held; reads go on; writes under way finished")
+    domains = p.api.hold_writes(p.webapp(p.outgoing), HOLD_SECONDS)
+    waited = time.monotonic() - p.held_at
+    p.target.echo(
+        f"  writes to {', '.join(domains)} held; reads go on; writes under way finished "
+        f"({waited:.2f} s)"
+    )
 
 
-def _db_copy(p: Promotion, name: str, *options: str, run_in: PurePosixPath | None = None) -> dict:
+def runner_dir(p: Promotion) -> PurePosixPath:
+    """The release whose code copies and migrates: the newer one, which knows both schemas."""
+    return p.incoming_dir if p.kind == "promote" else p.outgoing_dir
+
+
+def open_agent(p: Promotion) -> CutoverAgent | None:
+    if p.agent is None:
+        p.agent = CutoverAgent.start(p.host, runner_dir(p))
+    return p.agent
+
+
+def close_agent(p: Promotion) -> None:
+    if p.agent is not None:
+        agent, p.agent = p.agent, None
+        agent.close()
+
+
+def in_standby(p: Promotion) -> bool:
+    """Whether the incoming app starts ahead of the hold, in standby (app/standby.py)."""
+    if p.standby is None:
+        p.standby = release.standby_capable(p.host, p.incoming_dir)
+    return p.standby
+
+
+def start_standby(p: Promotion) -> None:
+    """The incoming app starts now, so the hold does not wait for Python to start. It loads,
+    answers 503, and opens no database until `start_new_release` lets it."""
+    if not in_standby(p):
+        p.target.echo(f"  {p.incoming} has no standby: its app starts under the hold")
+        return
+    said = runtime(
+        p.host, p.incoming_dir, "start-supervisor", "--app-only", "--standby", check=False
+    )
+    if said.returncode != 0:
+        raise DeployError(f"the {p.incoming} app does not start: {said.stderr.strip()}")
+    answer = runtime(p.host, p.incoming_dir, "wait-up", "--standby", "--timeout", "60", check=False)
+    if answer.returncode != 0:
+        raise DeployError(f"the {p.incoming} app does not answer: {answer.stdout.strip()}")
+    p.target.echo(f"  {said.stdout.strip()}; waiting in standby")
+
+
+def _db_copy(p: Promotion, name: str, *options: str) -> dict:
     """The database copier on the host, from the outgoing release's directory into the incoming
-    one's, run by the incoming release's code unless `run_in` names another release."""
-    runner = run_in or p.incoming_dir
+    one's, run by the newer release's code (`runner_dir`), as a command of its own."""
+    runner = runner_dir(p)
     source, destination = str(p.outgoing_dir / name), str(p.incoming_dir / name)
     # Run from the release's directory: a legacy `-m` imports from the working directory first.
     answer = p.host.run(
@@ -269,26 +321,40 @@ def _db_copy(p: Promotion, name: str, *options: str, run_in: PurePosixPath | Non
     return json.loads(answer.stdout.strip().splitlines()[-1])
 
 
-def precopy_databases(p: Promotion, run_in: PurePosixPath | None = None) -> None:
-    """The bulk of the data, before writes are held, so the hold copies only what changed; and,
-    for a promotion, the new code's alembic head, so the hold starts no alembic process when
-    there is nothing to migrate."""
-    if p.kind == "promote":
+def _pairs(p: Promotion) -> list[list[str]]:
+    return [
+        [str(p.outgoing_dir / name), str(p.incoming_dir / name)]
+        for name in DB_NAMES
+        if p.host.exists(p.outgoing_dir / name)
+    ]
+
+
+def precopy_databases(p: Promotion) -> None:
+    """The bulk of the data, before writes are held, so the hold copies only what changed; and
+    the incoming release's alembic head, so the hold runs no alembic when there is nothing to
+    migrate. The cutover agent holds a read on each source from its precopy to its copy, so the
+    copy under the hold is the WAL alone (deploy/host/db_copy.py)."""
+    agent = open_agent(p)
+    ini = str(p.incoming_dir / layout.ini_name("production"))
+    if agent is not None:
+        p.code_head = agent.ask("heads", ini=ini)[0]
+        copies = agent.ask("precopy", pairs=_pairs(p))
+    else:
         p.code_head = release.alembic_heads(p.host, p.incoming_dir, "production")[0]
-    for name in DB_NAMES:
-        if p.host.exists(p.outgoing_dir / name):
-            copied = _db_copy(p, name, "--precopy", run_in=run_in)
-            p.target.echo(
-                f"  {name}: {copied.get('bytes_copied', 0) / 1e6:.1f} MB ahead of the hold"
-            )
+        copies = [_db_copy(p, PurePosixPath(dst).name, "--precopy") for _, dst in _pairs(p)]
+    for copied in copies:
+        name = PurePosixPath(copied["src"]).name
+        p.target.echo(f"  {name}: {copied.get('bytes_copied', 0) / 1e6:.1f} MB ahead of the hold")
 
 
-def copy_databases(p: Promotion, run_in: PurePosixPath | None = None) -> None:
+def copy_databases(p: Promotion) -> None:
     total = 0
-    for name in DB_NAMES:
-        if not p.host.exists(p.outgoing_dir / name):
-            continue
-        copied = _db_copy(p, name, run_in=run_in)
+    if p.agent is not None:
+        copies = p.agent.ask("copy", pairs=_pairs(p))
+    else:
+        copies = [_db_copy(p, PurePosixPath(dst).name) for _, dst in _pairs(p)]
+    for copied in copies:
+        name = PurePosixPath(copied["dst"]).name
         total += int(copied.get("db_bytes", 0)) + int(copied.get("wal_bytes", 0))
         p.target.echo(
             f"  {name}: consistent copy ({copied.get('mode')}), "
@@ -331,22 +397,47 @@ REVISION = (
 )
 
 
+def copy_revision(p: Promotion) -> str | None:
+    """The alembic revision of the incoming release's copy of the database."""
+    database = p.incoming_dir / DB_NAMES[0]
+    if p.agent is not None:
+        return p.agent.ask("revision", database=str(database))
+    python = str(runner_dir(p) / layout.ENV / "bin" / "python")
+    return p.host.run([python, "-c", REVISION, str(database)], check=False).stdout.strip() or None
+
+
 def migrate_database(p: Promotion) -> None:
     if p.code_head:
-        database = p.incoming_dir / DB_NAMES[0]
-        python = str(p.incoming_dir / layout.ENV / "bin" / "python")
-        current = p.host.run([python, "-c", REVISION, str(database)], check=False).stdout.strip()
+        current = copy_revision(p)
         if current == p.code_head:
             p.target.echo(f"  already at the code's head {current}: no alembic run")
             return
-    answer = release.alembic(p.host, p.incoming_dir, "production", "upgrade", "head")
-    ran = release.upgrades_ran(answer)
+    if p.agent is not None:
+        ini = str(p.incoming_dir / layout.ini_name("production"))
+        database = str(p.incoming_dir / DB_NAMES[0])
+        ran = p.agent.ask(
+            "migrate", ini=ini, database=database, command="upgrade", revision="head"
+        )["ran"]
+    else:
+        answer = release.alembic(p.host, p.incoming_dir, "production", "upgrade", "head")
+        ran = release.upgrades_ran(answer)
     p.target.echo("  " + ("; ".join(ran) or "already at the code's head"))
 
 
 def start_new_release(p: Promotion) -> None:
     """The app only: the worker starts once the release serves production, so until then
-    nothing but the migration has touched the copied data, and undoing needs no copy back."""
+    nothing but the migration has touched the copied data, and undoing needs no copy back. An
+    app waiting in standby (start_standby) only has to open its database."""
+    if p.outgoing is not None and in_standby(p):
+        if p.agent is not None:
+            answer = p.agent.ask("activate", release_dir=str(p.incoming_dir), timeout=60)
+        else:
+            said = runtime(p.host, p.incoming_dir, "activate", "--timeout", "60", check=False)
+            answer = json.loads(said.stdout.strip().splitlines()[-1] or "{}")
+        if answer.get("http") != 200:
+            raise DeployError(f"the new release does not report healthy: {json.dumps(answer)}")
+        p.target.echo(f"  out of standby; /up: {json.dumps(answer)}")
+        return
     said = runtime(p.host, p.incoming_dir, "start-supervisor", "--app-only", check=False)
     if said.returncode != 0:
         raise DeployError(f"the new release does not start: {said.stderr.strip()}")
@@ -425,6 +516,12 @@ STEPS = (
     ),
     Step("init_production_db", "creates the production database", init_production_db, first),
     Step(
+        "start_standby",
+        "starts the new app ahead of the hold, in standby: it opens no data yet",
+        start_standby,
+        over_old,
+    ),
+    Step(
         "precopy_databases",
         "copies the bulk of production's data ahead of the hold (no lock)",
         precopy_databases,
@@ -458,7 +555,11 @@ STEPS = (
         over_old,
     ),
     Step("migrate_database", "alembic upgrade head on the copy", migrate_database, over_old),
-    Step("start_new_release", "starts the new app; waits for /up", start_new_release),
+    Step(
+        "start_new_release",
+        "the new app opens the copied data (or starts); waits for /up",
+        start_new_release,
+    ),
     Step(
         "switch_domain",
         "the production domain moves to the new release; held writes go there",
@@ -505,20 +606,31 @@ def stop_previous_release(p: Promotion) -> None:
 
 def precopy_back(p: Promotion) -> None:
     """The bulk of the current data, before writes are held (by the current release's code)."""
-    precopy_databases(p, run_in=p.outgoing_dir)
+    precopy_databases(p)
 
 
 def copy_back(p: Promotion) -> None:
     """The current data into the previous release, copied by the newer (current) release's code."""
-    copy_databases(p, run_in=p.outgoing_dir)
+    copy_databases(p)
 
 
 def migrate_down(p: Promotion) -> None:
     """Down to the previous release's head, with the newer release's scripts (the previous
-    release's own scripts do not know the newer revisions)."""
-    head = release.alembic_heads(p.host, p.incoming_dir, "production")[0]
-    database = p.incoming_dir / "RandoPony-production.sqlite"
-    release.alembic(p.host, p.outgoing_dir, "production", "downgrade", head, database=database)
+    release's own scripts do not know the newer revisions); nothing to do when the copy is at
+    that head already (the two releases share their schema)."""
+    head = p.code_head or release.alembic_heads(p.host, p.incoming_dir, "production")[0]
+    database = p.incoming_dir / DB_NAMES[0]
+    if copy_revision(p) == head:
+        p.target.echo(f"  {database.name} is at the previous release's head {head}: no alembic run")
+        return
+    if p.agent is not None:
+        ini = str(p.outgoing_dir / layout.ini_name("production"))
+        ran = p.agent.ask(
+            "migrate", ini=ini, database=str(database), command="downgrade", revision=head
+        )["ran"]
+        p.target.echo("  " + "; ".join(ran))
+    else:
+        release.alembic(p.host, p.outgoing_dir, "production", "downgrade", head, database=database)
     p.target.echo(f"  {database.name} migrated down to {head}")
 
 
@@ -577,6 +689,12 @@ ROLLBACK_STEPS = (
         switched,
     ),
     Step(
+        "start_previous_standby",
+        "starts the previous app ahead of the hold, in standby: it opens no data yet",
+        start_standby,
+        switched,
+    ),
+    Step(
         "precopy_back",
         "copies the bulk of the current data ahead of the hold (no lock)",
         precopy_back,
@@ -620,7 +738,7 @@ ROLLBACK_STEPS = (
     ),
     Step(
         "start_previous_release",
-        "starts the previous app; waits for /up",
+        "the previous app opens the copied data (or starts); waits for /up",
         start_new_release,
         switched,
     ),
@@ -910,7 +1028,10 @@ def undo_failed_promotion(p: Promotion, failure: StepFailed) -> None:
 def run(p: Promotion, steps: tuple[Step, ...]) -> None:
     """The steps by the one runner (deploy/flows/steps.py), then the run against its plan."""
     estimate(p)
-    run_steps(p, steps)
+    try:
+        run_steps(p, steps)
+    finally:
+        close_agent(p)
     p.target.echo("Measured against the plan:")
     _echo(p.target, cutover_plan.render(_rows(p), p.hold_seconds))
 

@@ -39,6 +39,13 @@ def installed(host: Host, directory: PurePosixPath) -> bool:
     return host.exists(directory / layout.ENV / "bin" / "python")
 
 
+def standby_capable(host: Host, directory: PurePosixPath, role: str = "production") -> bool:
+    """Whether the release's app can start in standby (app/standby.py): releases made before
+    it existed start only once their data is in place."""
+    ini = host.read_text(directory / layout.ini_name(role)) or ""
+    return any(line.startswith("standby_file") for line in ini.splitlines())
+
+
 def runtime(
     host: Host, directory: PurePosixPath, *command: str, check: bool = True
 ) -> subprocess.CompletedProcess:

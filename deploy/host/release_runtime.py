@@ -321,8 +321,9 @@ KEEPS_EXITING = 4
 
 def activate(release_dir: Path, timeout: float) -> dict:
     """Let an app in standby open its database (its data is in place), and wait until it
-    reports healthy. Polled often: a cutover's held writes wait for this."""
-    (release_dir / layout.STANDBY).unlink(missing_ok=True)
+    reports healthy; an app that is not running (a host restarted mid-cutover) is started.
+    Polled often: a cutover's held writes wait for this."""
+    start_supervisor(release_dir, app_only=True)  # removes the standby file; starts if need be
     return wait_up(release_dir, timeout, interval=0.01)
 
 

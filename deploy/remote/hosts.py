@@ -110,7 +110,49 @@ class Host(Protocol):
 
     def reach(self, port: int) -> AbstractContextManager[int]: ...
 
+    def spawn(self, argv: Sequence[str], *, cwd: PurePosixPath | None = None) -> Conversation: ...
+
     def close(self) -> None: ...
+
+
+class Conversation:
+    """A program on a host that is talked to a line at a time: a line to its stdin, a line back
+    from its stdout. Closing its stdin asks it to end. `stderr` is read only at the end."""
+
+    def __init__(self, argv: Sequence[str], stdin, stdout, finish: Callable[[], tuple[int, str]]):
+        self.argv = list(argv)
+        self._stdin, self._stdout, self._finish = stdin, stdout, finish
+        self.closed = False
+
+    def read_line(self) -> str:
+        line = self._stdout.readline()
+        if isinstance(line, bytes):
+            line = line.decode()
+        if not line:
+            code, stderr = self.close()
+            tail = stderr.strip()[-2000:] or "(nothing on stderr)"
+            raise HostError(f"`{self.argv[0]}` ended (exit code {code}): {tail}")
+        return line
+
+    def ask(self, line: str) -> str:
+        try:
+            self._stdin.write(line + "\n")
+            self._stdin.flush()
+        except OSError as error:
+            self.close()
+            raise HostError(f"`{self.argv[0]}` is gone: {error}") from None
+        return self.read_line()
+
+    def close(self) -> tuple[int, str]:
+        """End its stdin and wait for it: (exit code, stderr)."""
+        if self.closed:
+            return 0, ""
+        self.closed = True
+        try:
+            self._stdin.close()
+        except OSError:
+            pass
+        return self._finish()
 
 
 # Commands run on a host create files for their owner alone: databases, rider lists and logs
@@ -243,6 +285,37 @@ class LocalHost:
     def reach(self, port: int) -> Iterator[int]:
         """A local port that reaches `port` on the host's loopback: here, the same port."""
         yield port
+
+    def spawn(self, argv, *, cwd=None) -> Conversation:
+        argv = [str(a) for a in argv]
+        try:
+            process = subprocess.Popen(
+                argv,
+                cwd=self._checked(cwd) if cwd else None,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                umask=PRIVATE_UMASK,
+            )
+        except FileNotFoundError as error:
+            raise HostError(
+                f"`{argv[0]}` is not installed on {self.description}: {error}"
+            ) from None
+
+        def finish() -> tuple[int, str]:
+            # Its stdin is closed: it ends, and its stderr with it.
+            stderr = process.stderr.read()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            process.stdout.close()
+            process.stderr.close()
+            return process.returncode, stderr or ""
+
+        return Conversation(argv, process.stdin, process.stdout, finish)
 
     def close(self) -> None:
         pass

@@ -33,6 +33,7 @@ import paramiko
 
 from deploy.remote.hosts import (
     RSYNC_OPTIONS,
+    Conversation,
     HostError,
     PathOutsideRoot,
     Result,
@@ -287,6 +288,25 @@ class SSHHost:
         if timeout and done.exited == -1 and time.monotonic() - started >= timeout:
             raise timed_out
         return Result(done.exited, done.stdout, done.stderr)
+
+    def spawn(self, argv, *, cwd=None) -> Conversation:
+        argv = [str(a) for a in argv]
+        command, _ = self._command(argv, cwd, None)
+        try:
+            channel = self._connect().client.get_transport().open_session()
+            channel.exec_command(f"umask 077 && {command}")
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            raise HostError(f"`{' '.join(argv)}` on {self.address} failed: {error}") from error
+
+        def finish() -> tuple[int, str]:
+            channel.shutdown_write()
+            code = channel.recv_exit_status()
+            stderr = channel.makefile_stderr("rb").read().decode(errors="replace")
+            channel.close()
+            return code, stderr
+
+        stdin = _TextWriter(channel.makefile_stdin("wb"))
+        return Conversation(argv, stdin, channel.makefile("rb"), finish)
 
     def _shell(self, *commands: Sequence[str]) -> Result:
         """Several argv lists joined with &&, for steps that must run together (sync, then
@@ -580,3 +600,19 @@ class _LineWriter:
             if self.buffer:
                 line, self.buffer = self.buffer, ""
                 self.echo(line)
+
+
+class _TextWriter:
+    """Text lines onto a paramiko channel's binary stdin."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        self.stream.write(text.encode())
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.close()

@@ -149,6 +149,8 @@ def worker_has_work(release_dir: Path) -> bool:
     # Since the worker last started (its banner): a task an earlier run had in hand when it
     # stopped went back to the queue, or forward with it to another release.
     since_start = text[text.rfind(".> app:") :]
+    if " ready." not in since_start:
+        return True  # still starting: it creates its queue's tables when it connects
     last = dict(TASK_LOGGED.findall(since_start))
     return any(what in ("received", "retry") for what in last.values())
 

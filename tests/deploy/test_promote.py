@@ -243,8 +243,11 @@ def test_the_steps_cover_the_seed_guide_and_both_ways_of_undoing():
     order = PROMOTION.index
     assert order("precopy_files") < order("stop_old_worker") < order("hold_writes")
     assert order("copy_databases") < order("copy_files") < order("switch_domain")
+    # The incoming app starts before the hold; under it, it only opens its data.
+    assert order("start_standby") < order("hold_writes") < order("start_new_release")
     order = FULL_ROLLBACK.index
     assert order("precopy_files_back") < order("hold_writes") < order("copy_files_back")
+    assert order("start_previous_standby") < order("hold_writes") < order("start_previous_release")
     assert "copy_files_back" not in UNDO
 
 
@@ -335,6 +338,12 @@ def test_second_promotion_under_load_loses_nothing(production):
     assert re.search(
         r"rider lists: \d+ file\(s\), [\d.]+ MB transferred under the hold", done.stdout
     )
+    # The new app waited in standby; the hold copied only the WAL (the cutover agent held reads
+    # on production's databases since their precopy) and migrated the copy.
+    assert "waiting in standby" in done.stdout and "out of standby" in done.stdout
+    for name in ("RandoPony-production.sqlite", "celery.sqlite"):
+        assert f"{name}: consistent copy (wal)" in done.stdout, done.stdout
+    assert re.search(r"upgrade 0004 -> 0005", done.stdout), done.stdout
     assert client.failures == [], client.failures
     stored = riders_in(production.root / R2 / "RandoPony-production.sqlite")
     for email in before + client.signed_up:
@@ -675,8 +684,8 @@ FAILING_MIGRATION = migration(
 
 
 def test_failures_before_the_switch_leave_production_as_it_was(production, load):
-    """A migration that fails on production's data, then a release that fails its health check:
-    each stops before the domain moves, production goes on (writes too), and the release is
+    """A migration that fails on production's data, then a release whose app cannot start: each
+    stops before the domain moves, production goes on (writes too), and the release is
     back on staging to be mended; mended, it is promoted."""
     rider = Rider(production)
     other = re.findall(r'href="http://[^"/]+(/brevets/SI/[^"]+)"', rider.get("/brevets/").text)
@@ -703,7 +712,10 @@ def test_failures_before_the_switch_leave_production_as_it_was(production, load)
     production.fab("deploy_staging", **r9)
     failed = production.fab("promote_staging_to_production", "--yes", check=False, **r9)
     assert failed.returncode == 1
-    assert "start_new_release failed" in failed.stderr and "no_such_addon" in failed.stderr
+    # The app starts ahead of the hold (in standby): one that cannot start fails before any
+    # write is held.
+    assert "start_standby failed" in failed.stderr and "no_such_addon" in failed.stderr
+    assert "→ hold_writes" not in failed.stdout
     assert "production is 2026r3, as before" in failed.stderr
     assert serving(production) == "2026r3" and serving(production, STAGING) == "2026r9"
     assert rider.sign_up(production.event, "after-health@example.org").status_code == 302

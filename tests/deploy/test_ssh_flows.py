@@ -84,6 +84,10 @@ def test_promote_over_ssh_puts_staging_in_production_with_its_data(host):
     sign_up(host, "ssh.rider2@gmail.com")
     done = fab(host, "promote_staging_to_production", "--yes", **releases("2026r2", "2026r1"))
     assert "Production is 2026r2" in done.stdout and "(previous: 2026r1)" in done.stdout
+    # The cutover agent ran over the SSH connection: it held reads since the precopy, so the hold
+    # copied only the WAL; the new app waited in standby.
+    assert "RandoPony-production.sqlite: consistent copy (wal)" in done.stdout, done.stdout
+    assert "out of standby" in done.stdout
     assert serving(host) == "2026r2"
     assert riders_shown(host) == ["ssh.rider1", "ssh.rider2"]  # production's, not staging's
     sign_up(host, "on.r2@gmail.com")
@@ -93,6 +97,8 @@ def test_promote_over_ssh_puts_staging_in_production_with_its_data(host):
 def test_rollback_over_ssh_brings_the_old_release_back_with_every_registration(host):
     done = fab(host, "rollback_production", "--yes", **releases("2026r3", "2026r2"))
     assert "Production is 2026r1 again" in done.stdout and "2026r2 is marked bad" in done.stdout
+    assert "RandoPony-production.sqlite: consistent copy (wal)" in done.stdout, done.stdout
+    assert "no alembic run" in done.stdout  # the two releases share their schema
     assert serving(host) == "2026r1"
     assert riders_shown(host) == ["on.r2", "ssh.rider1", "ssh.rider2"]
     stored = riders_in(host.root / R1 / "RandoPony-production.sqlite")

@@ -249,7 +249,7 @@ def test_the_promotion_plan_lists_every_step_with_an_estimate_and_the_totals(tmp
         (3.3 + cp.expected("start_new_release")) / 2, 2
     )
     assert lines[-2].startswith("  Estimated: ") and "writes held about" in lines[-2]
-    assert "no run yet of prepare_release, precopy_databases" in lines[-1]
+    assert "no run yet of prepare_release, start_standby, precopy_databases" in lines[-1]
 
 
 def test_the_rollback_plan_has_estimates_too(tmp_path):
@@ -263,8 +263,8 @@ def test_the_rollback_plan_has_estimates_too(tmp_path):
 
 def test_a_run_under_way_shows_where_it_is(tmp_path):
     p = a_promotion(tmp_path)
-    p.done = ["stop_staging", "prepare_release"]
-    p.durations = {"stop_staging": 1.0, "prepare_release": 0.2}
+    p.done = ["stop_staging", "prepare_release", "start_standby"]
+    p.durations = {"stop_staging": 1.0, "prepare_release": 0.2, "start_standby": 2.0}
     promote.estimate(p)
     p.save()
     state = json.loads((tmp_path / "deploy/promotion.json").read_text())
@@ -274,6 +274,6 @@ def test_a_run_under_way_shows_where_it_is(tmp_path):
     assert "Under way, or interrupted" in lines[1] and "no lock held" in lines[1]
     text = "\n".join(lines)
     assert re.search(r"1\. stop_staging\s+done\s+[\d.]+ s\s+1\.0 s", text)
-    assert re.search(r"3\. precopy_databases\s+running\s", text)
-    assert re.search(r"4\. precopy_files\s+pending\s", text)
-    assert "Done 2 of" in lines[-2]
+    assert re.search(r"4\. precopy_databases\s+running\s", text)
+    assert re.search(r"5\. precopy_files\s+pending\s", text)
+    assert "Done 3 of" in lines[-2]
