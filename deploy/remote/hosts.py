@@ -119,9 +119,17 @@ class Conversation:
     """A program on a host that is talked to a line at a time: a line to its stdin, a line back
     from its stdout. Closing its stdin asks it to end. `stderr` is read only at the end."""
 
-    def __init__(self, argv: Sequence[str], stdin, stdout, finish: Callable[[], tuple[int, str]]):
+    def __init__(
+        self,
+        argv: Sequence[str],
+        stdin,
+        stdout,
+        finish: Callable[[], tuple[int, str]],
+        pid: int | None = None,
+    ):
         self.argv = list(argv)
         self._stdin, self._stdout, self._finish = stdin, stdout, finish
+        self.pid = pid  # on this machine only
         self.closed = False
 
     def read_line(self) -> str:
@@ -315,7 +323,7 @@ class LocalHost:
             process.stderr.close()
             return process.returncode, stderr or ""
 
-        return Conversation(argv, process.stdin, process.stdout, finish)
+        return Conversation(argv, process.stdin, process.stdout, finish, process.pid)
 
     def close(self) -> None:
         pass
