@@ -24,7 +24,7 @@ from sqlalchemy import select
 from ..rider_lists import KINDS, write_atomically
 from . import xlsx
 from .leaks import leaks_in
-from .rules import Options, SanitizeError, scrub, sink_address
+from .rules import Options, SanitizeError, may_hold_hostname, scrub, sink_address
 
 # Dropped files named in the figures; the count has them all.
 DROPPED_NAMES = 10
@@ -115,7 +115,13 @@ def file_leaks(path: Path, options: Options) -> list[str]:
     texts = xlsx.texts(path)
     if texts is None:
         return _workbook_leaks(path, options)
-    found = [leak for where, text in texts for leak in _judged(path, where, text, options, False)]
+    domain = options.production_domain
+    found = [
+        leak
+        for where, text in texts
+        if "@" in text or may_hold_hostname(text, domain)  # leaks_in's own test, sooner
+        for leak in _judged(path, where, text, options, False)
+    ]
     # Refused: openpyxl names the cells.
     return (_workbook_leaks(path, options) or found) if found else []
 

@@ -26,9 +26,21 @@ def sql_functions(connection, functions: dict[str, tuple[Callable, bool]]):
     errors: list[Exception] = []
 
     def recording(function):
-        def call(*values):
+        # One argument or two without packing them (millions of calls).
+        if function.__code__.co_argcount == 2:
+
+            def call_with_two(value, other):
+                try:
+                    return function(value, other)
+                except Exception as error:
+                    errors.append(error)
+                    raise
+
+            return call_with_two
+
+        def call(value):
             try:
-                return function(*values)
+                return function(value)
             except Exception as error:
                 errors.append(error)
                 raise
@@ -36,7 +48,9 @@ def sql_functions(connection, functions: dict[str, tuple[Callable, bool]]):
         return call
 
     for name, (function, deterministic) in functions.items():
-        driver.create_function(name, -1, recording(function), deterministic=deterministic)
+        driver.create_function(
+            name, function.__code__.co_argcount, recording(function), deterministic=deterministic
+        )
     # SQLite's default, which the SQL around the functions counts on (`may_hold`).
     connection.exec_driver_sql("PRAGMA case_sensitive_like = OFF")
     try:
@@ -46,8 +60,8 @@ def sql_functions(connection, functions: dict[str, tuple[Callable, bool]]):
             raise errors[0] from error
         raise
     finally:
-        for name in functions:
-            driver.create_function(name, -1, None)
+        for name, (function, _deterministic) in functions.items():
+            driver.create_function(name, function.__code__.co_argcount, None)
 
 
 def may_hold(col, production_domain: str):
