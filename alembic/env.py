@@ -39,18 +39,24 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = get_engine(database_settings())
+    # SQLite cannot ALTER most things; batch mode rebuilds the table instead, dropping the old
+    # one, and a dropped events table with foreign keys enforced takes every rider with it (ON
+    # DELETE CASCADE). So foreign keys are off while migrating, and checked before the commit.
+    engine = get_engine(dict(database_settings(), **{"sqlite.foreign_keys": "off"}))
     try:
         with engine.connect() as connection:
             context.configure(
                 connection=connection,
                 target_metadata=metadata,
-                # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
                 render_as_batch=True,
                 compare_type=True,
             )
             with context.begin_transaction():
                 context.run_migrations()
+                if connection.dialect.name == "sqlite":
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"the migration broke foreign keys: {broken[:5]}")
     finally:
         engine.dispose()
 

@@ -1,5 +1,6 @@
 """Every migration goes down as well as up, and the models agree with the migrations."""
 
+import shutil
 import subprocess
 import sys
 
@@ -9,8 +10,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
 from app import migrations
-from app.models import metadata
-from tests.conftest import ROOT
+from app.models import BrevetRider, metadata
+from tests.conftest import ROOT, session_on
+from tests.factories import make_brevet, make_brevet_rider
 
 
 def config_for(url):
@@ -62,3 +64,50 @@ def test_alembic_command_line_works_from_the_ini_files(tmp_path):
     with engine.connect() as connection:
         assert MigrationContext.configure(connection).get_current_heads() == migrations.code_heads()
     engine.dispose()
+
+
+DROP_A_BREVET_COLUMN = '''"""Test: a column of brevets added, and dropped again going down.
+
+Revision ID: 0099
+Revises: {down}
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0099"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("brevets") as batch:
+        batch.add_column(sa.Column("note", sa.Text(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("brevets") as batch:
+        batch.drop_column("note")
+'''
+
+
+def test_a_migration_that_rebuilds_an_event_table_keeps_its_riders(tmp_path):
+    """SQLite rebuilds a table to drop a column (alembic's batch mode): the old table is
+    dropped, which with foreign keys enforced deletes every rider of it (ON DELETE CASCADE).
+    Migrations therefore run with foreign keys off, and check them after."""
+    scripts = tmp_path / "alembic"
+    shutil.copytree(ROOT / "alembic", scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    head = migrations.code_heads()[0]
+    (scripts / "versions" / "0099_test_note.py").write_text(DROP_A_BREVET_COLUMN.format(down=head))
+    url = f"sqlite:///{tmp_path / 'riders.sqlite'}"
+    config = config_for(url)
+    config.set_main_option("script_location", str(scripts))
+    command.upgrade(config, head)
+    with session_on({"sqlalchemy.url": url}) as db:
+        make_brevet_rider(db, make_brevet(db))
+        db.commit()
+    command.upgrade(config, "0099")
+    command.downgrade(config, head)
+    with session_on({"sqlalchemy.url": url}) as db:
+        assert db.query(BrevetRider).count() == 1

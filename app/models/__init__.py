@@ -24,7 +24,7 @@ page_generation.PUBLIC_MODELS = (Brevet, Populaire, BrevetRider, PopulaireRider,
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def _tune_sqlite(engine, busy_ms: int) -> None:
+def _tune_sqlite(engine, busy_ms: int, foreign_keys: bool = True) -> None:
     """WAL so readers never wait for a writer, a busy timeout so writers queue instead of failing,
     and BEGIN issued by us so a write request can take the write lock up front (see get_tm_session).
     """
@@ -35,7 +35,7 @@ def _tune_sqlite(engine, busy_ms: int) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={busy_ms:d}")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
@@ -48,7 +48,8 @@ def _tune_sqlite(engine, busy_ms: int) -> None:
 def get_engine(settings, prefix="sqlalchemy."):
     engine = engine_from_config(settings, prefix)
     if engine.dialect.name == "sqlite":
-        _tune_sqlite(engine, int(settings.get("sqlite.busy_timeout_ms", 10000)))
+        foreign_keys = str(settings.get("sqlite.foreign_keys", "on")).lower() != "off"
+        _tune_sqlite(engine, int(settings.get("sqlite.busy_timeout_ms", 10000)), foreign_keys)
     return engine
 
 
