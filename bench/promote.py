@@ -718,6 +718,15 @@ def print_report(results: dict) -> None:
                 f"{details['production_stopped_to_new_up']:.2f} s"
             )
         print(f"- {m['name']}: steps {steps}" + ("; " + "; ".join(extra) if extra else ""))
+    figures = []
+    keys = ("promote", "rollback", "promote_m", "rollback_m", "seed")
+    for m, key in zip(results["runs"], keys, strict=False):
+        if m["write_hold_seconds"] is not None:
+            figures.append(f"{key}_hold_s={m['write_hold_seconds']:.3f}")
+            over = m["longest_request_ms"] / 1000 - m["write_hold_seconds"]
+            figures.append(f"{key}_longest_over_hold_s={over:.2f}")
+        figures.append(f"{key}_failed={m['failed']}")
+    print(f"RESULT size_mib={size:.0f} " + " ".join(figures))
 
 
 def main() -> int:
@@ -825,7 +834,7 @@ def run_all(host: BenchHost, args: argparse.Namespace, results: dict, runs: list
     finally:
         migration.unlink()  # the seed sequence's release below does not migrate
     check_ports(host, R1, R4)
-    for name, kind, args, staging, production, lands in (
+    for name, kind, task, staging, production, lands in (
         (
             f"fab promote_staging_to_production ({R4} over {R1}, a column added)",
             "promote-m",
@@ -848,7 +857,7 @@ def run_all(host: BenchHost, args: argparse.Namespace, results: dict, runs: list
             site,
             name,
             kind,
-            fab_operation(host, *args, staging=staging, production=production),
+            fab_operation(host, *task, staging=staging, production=production),
             args.post_every,
         )
         m.write_hold_seconds = m.details["event"].get("write_hold_seconds")
