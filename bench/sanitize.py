@@ -1,9 +1,9 @@
-"""Benchmark: app/sanitize's `sanitize()` on generated production-like databases, for this
-checkout's code and, optionally, another tree's (the code before a change), on copies of the same
-database file, in the same run.
+"""Benchmark: what app/sanitize does to a database on generated production-like databases, for
+this checkout's code and, optionally, another tree's (the code before a change), on copies of the
+same database file, in the same run.
 
     .venv/bin/python bench/sanitize.py [--riders 50000,500000] [--rounds 3]
-        [--against DIR] [--keep DIR]
+        [--against DIR] [--keep DIR] [--workers 2]
 
     # the code of another commit, without touching the shared checkout (no `git stash`):
     mkdir /tmp/sanitize-before
@@ -13,19 +13,22 @@ database file, in the same run.
 Per size, one database is built (migrated and initialised by the app's own code, then filled with
 plain SQL): events with 100 to 700 riders each, real-looking addresses and names (some not ASCII),
 comments and answers of varying length, some empty, some holding an address or a link to the
-production site, organizers' address lists. Each round copies it and runs `sanitize()` on the copy
-in a process of its own (the code tree's `app` first on its path), once per code tree, the trees
+production site, organizers' address lists. Each round copies it and sanitises the copy in a
+process of its own (the code tree's `app` first on its path), once per code tree, the trees
 interleaved so drift on a shared machine hits both alike; medians are reported.
 
-Per run: `sanitize()`'s seconds inside its transaction, with the staging password's hash (bcrypt,
-the same fixed cost for any size) timed apart; the CPU seconds of the rest (the rewrite and the
-final leak scan: less swayed by other work on a shared machine); the scan alone (`find_leaks`
-again, after); the commit. rows/s is the rows of the models' tables over `sanitize()`'s seconds
-without the hash. With --against, the bench also checks that both trees leave exactly the same
-database (every table and column, except the values that are random by design: events' uuids,
-the page token and the password hash's salt, which are only checked to have changed) and report
-the same rows changed; it exits 1 when they do not.
-"""
+What is timed is what the command line does to a SQLite database with that tree: since #16 the
+sanitised copy (app/sanitize/sanitized_copy.py: written anew by --workers processes, scanned,
+renamed over the original); before, `sanitize()` in one transaction, its commit and VACUUM. The
+staging password's hash (bcrypt, the same fixed cost for any size) is timed apart. Per run: the
+seconds without the hash; the CPU seconds of the process and its workers (less swayed by other
+work on a shared machine); the final scan (the copy's own phase; for the old way `find_leaks`
+again, after); the phases. rows/s is the rows of the models' tables over those seconds. With
+--against, the bench also checks that both trees leave exactly the same database (every table and
+column, except the values that are random by design: events' uuids, the page token and the
+password hash's salt, which are only checked to have changed) and report the same rows changed;
+it exits 1 when they do not. The last line is `RESULT ...`: seconds, and with --against the
+speed-up and CPU ratio over the other tree, per size."""
 
 from __future__ import annotations
 
@@ -231,43 +234,72 @@ def add_event(conn, gen: Riders, n: int, start: datetime, count: int) -> int:
 # --- Running one tree's sanitize() ------------------------------------------------------------
 
 RUN = r"""
-import json, sqlite3, sys, time
+import json, resource, sqlite3, sys, time
+from pathlib import Path
 import app
 from app.models import get_engine, metadata
 try:  # app/sanitize/ as a package (#13)
-    from app.sanitize.database import sanitize_with_options
+    from app.sanitize.database import sanitize_with_options, vacuum
     from app.sanitize.leaks import find_leaks
     from app.sanitize.rules import checked_options
 except ImportError:  # app/sanitize.py, the tree before it, given with --against
     from app.sanitize import _options as checked_options, _sanitize as sanitize_with_options
-    from app.sanitize import find_leaks
+    from app.sanitize import find_leaks, vacuum
+try:  # the database written anew by workers (#16)
+    from app.sanitize.sanitized_copy import SanitizedCopy
+except ImportError:
+    SanitizedCopy = None
 
-db, production, staging, password = sys.argv[1:5]
-engine = get_engine({"sqlalchemy.url": f"sqlite:///{db}"})  # tuned as the site's and main's
+db, production, staging, password, workers = sys.argv[1:6]
 rows = sum(
     sqlite3.connect(db).execute(f'SELECT count(*) FROM "{t.name}"').fetchone()[0]
     for t in metadata.sorted_tables
 )
 from app.migrations import code_heads
 code_heads()  # read once per process (alembic's imports): not the rows' time
-with engine.begin() as connection:
-    started = time.perf_counter()
-    # sanitize(), in its two parts, to time the staging password's hash (bcrypt) apart
-    key = b"bench-sink-key-0123456789"
-    options = checked_options("sink.invalid", production, staging, password, key)
-    hashed = time.perf_counter() - started
-    cpu = time.process_time()
-    counts = sanitize_with_options(connection, options)
+
+
+def cpu_seconds():  # this process and its workers, once they are done
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
+started = time.perf_counter()
+# the staging password's hash (bcrypt) timed apart: the same fixed cost for any size
+key = b"bench-sink-key-0123456789"
+options = checked_options("sink.invalid", production, staging, password, key)
+hashed = time.perf_counter() - started
+cpu = cpu_seconds()
+if SanitizedCopy is not None:  # what the command line does on SQLite now
+    copy = SanitizedCopy(Path(db), options, int(workers))
+    try:
+        copy.start()
+        counts = copy.finish()
+        copy.replace()
+    finally:
+        copy.discard()
     seconds = time.perf_counter() - started
-    cpu = time.process_time() - cpu
-    started = time.perf_counter()
-    find_leaks(connection, sink_domain="sink.invalid", production_domain=production)
-    scan = time.perf_counter() - started
-    started = time.perf_counter()
-commit = time.perf_counter() - started
-engine.dispose()
+    phases = dict(copy.seconds, workers=copy.workers)
+    scan = copy.seconds["scan"]
+else:  # in one transaction, then VACUUM, as the command line did
+    engine = get_engine({"sqlalchemy.url": f"sqlite:///{db}"})  # tuned as the site's
+    with engine.begin() as connection:
+        counts = sanitize_with_options(connection, options)
+        phases = {"sanitize": round(time.perf_counter() - started - hashed, 2)}
+        mark = time.perf_counter()
+        find_leaks(connection, sink_domain="sink.invalid", production_domain=production)
+        scan = time.perf_counter() - mark  # again, apart: it is inside the sanitize above
+        started += scan
+        mark = time.perf_counter()
+    phases["commit"] = round(time.perf_counter() - mark, 2)
+    mark = time.perf_counter()
+    vacuum(engine)
+    phases["VACUUM"] = round(time.perf_counter() - mark, 2)
+    engine.dispose()
+    seconds = time.perf_counter() - started
+cpu = cpu_seconds() - cpu
 print(json.dumps({"code": app.__file__, "rows": rows, "counts": counts, "sanitize": seconds,
-                  "hash": hashed, "cpu": cpu, "scan": scan, "commit": commit}))
+                  "hash": hashed, "cpu": cpu, "scan": scan, "phases": phases}))
 """
 
 # Random by design: compared only as "changed".
@@ -275,10 +307,10 @@ RANDOM_COLUMNS = {("brevets", "uuid"), ("populaires", "uuid"), ("page_generation
 RANDOM_COLUMNS |= {("wranglers", "password_hash")}
 
 
-def run(tree: Path, database: Path) -> dict:
+def run(tree: Path, database: Path, workers: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
     done = subprocess.run(
-        [sys.executable, "-c", RUN, str(database), PRODUCTION, STAGING, PASSWORD],
+        [sys.executable, "-c", RUN, str(database), PRODUCTION, STAGING, PASSWORD, str(workers)],
         cwd=tree,
         env=env,
         capture_output=True,
@@ -320,6 +352,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--against", type=Path, help="another tree holding app/ and alembic/")
     parser.add_argument("--keep", type=Path, help="keep the built databases in this directory")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="the sanitised copy's workers (this checkout's)"
+    )
     args = parser.parse_args()
     trees = {"this checkout": CHECKOUT}
     if args.against is not None:
@@ -342,7 +377,7 @@ def main() -> int:
                 for name, tree in trees.items():
                     copy = work / "copy.sqlite"
                     shutil.copy(database, copy)
-                    result = run(tree, copy)
+                    result = run(tree, copy, args.workers)
                     results[name].append(result)
                     if round_ == 0:
                         contents[name] = content(copy, database)
@@ -350,7 +385,7 @@ def main() -> int:
                     print(
                         f"{riders} riders, round {round_ + 1}, {name}: sanitize "
                         f"{result['sanitize']:.2f} s (CPU without the hash {result['cpu']:.2f} s, "
-                        f"scan {result['scan']:.2f} s)",
+                        f"scan {result['scan']:.2f} s; {result['phases']})",
                         flush=True,
                     )
             line = {"riders": riders, "mb": round(size / 2**20, 1)}
@@ -361,7 +396,7 @@ def main() -> int:
                     "sanitize_s": round(seconds, 3),
                     "without_hash_s": round(rows_seconds, 3),
                     "scan_s": round(statistics.median(r["scan"] for r in runs), 3),
-                    "commit_s": round(statistics.median(r["commit"] for r in runs), 3),
+                    "phases": runs[0]["phases"],
                     "rows": runs[0]["rows"],
                     "rows_per_s": round(runs[0]["rows"] / rows_seconds),
                     "cpu_s": round(statistics.median(r["cpu"] for r in runs), 3),
@@ -381,6 +416,15 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     same = all(line.get("same_content", True) and line.get("same_counts", True) for line in report)
+    figures = []
+    for line in report:
+        here = line["this checkout"]
+        figures.append(f"sanitize_{line['riders']}_s={here['without_hash_s']}")
+        if "speedup" in line:
+            figures.append(f"speedup_{line['riders']}={line['speedup']}")
+            figures.append(f"cpu_ratio_{line['riders']}={line['cpu_speedup']}")
+            figures.append(f"same_content_{line['riders']}={int(line['same_content'])}")
+    print("RESULT " + " ".join(figures))
     return 0 if same else 1
 
 

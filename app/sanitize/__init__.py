@@ -23,13 +23,20 @@ One job a module:
 
 - rules.py: what is replaced by what, declared once per column in RULES, and the functions that
   do it (the sink address, the scrub of free text and links);
+- sanitized_copy.py: on SQLite, the database written anew by the rules into a new file, by two
+  worker processes, scanned, then renamed over the original (what the command line does);
 - database.py: the database rewritten by the rules in the caller's transaction, a table at a time
-  in one UPDATE on SQLite; a refusal leaves it as it was;
+  in one UPDATE on SQLite (`sanitize`, and the command line for a database the copy cannot
+  handle); a refusal leaves it as it was;
 - leaks.py: the final scan of every text column of every table, and of every rider list written,
   which refuses (SanitizeError) if anything personal or production's is left;
 - files.py: the rider lists, rewritten from the mirror by the same rules under the new uuids;
-- sqlite.py: what database.py and leaks.py share on SQLite (Python functions called from SQL);
-- cli.py: the command line (`python -m app.sanitize`), which does all of it in one transaction.
+- xlsx.py: a rider list workbook's text cells rewritten and read in its XML, in the form the app
+  writes (openpyxl's load and save otherwise);
+- sqlite.py: what the rewrites and leaks.py share on SQLite (Python functions called from SQL,
+  and the SQL test that spares calling them);
+- cli.py: the command line (`python -m app.sanitize`): the database and the rider lists, which
+  are kept only if both are whole and nothing is left in either.
 """
 
 from .database import sanitize
