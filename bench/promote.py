@@ -20,6 +20,8 @@ running through the router on the production domain:
    domain (update_website), copy the databases with `cp`, attach the domain to the new website,
    start the new release's supervisord and wait for /up.
 
+Then 15 s of the same load with nothing happening, as the baseline for the longest request.
+
 Each operation starts 1 s after wrk and wrk stops 1 s after it ends. Two probe clients (one GET,
 one sign-up at a time) time the longest stretch without a successful read and without a
 successful write. Failures are wrk's non-2xx/3xx answers plus its socket errors; their causes
@@ -47,6 +49,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -239,6 +242,44 @@ class BenchHost:
                 if found_request and not 200 <= int(found_request.group(2)) < 400:
                     found[(website, found_request.group(1), int(found_request.group(2)))] += 1
         return found
+
+    def longest_requests_since(self, offsets: dict[Path, int], journal_offset: int) -> list[dict]:
+        """The five longest requests in the router's access logs since the offsets, each with the
+        step of the operation (from the host's journal) that was running when it started. Both
+        logs stamp whole seconds, so a step is named to within a second."""
+        journal = self.root / "deploy" / "journal.log"
+        steps = []
+        with open(journal, "rb") as log:
+            log.seek(journal_offset)
+            for line in log.read().decode(errors="replace").splitlines():
+                entry = json.loads(line)
+                if entry.get("state") == "started":
+                    moment = datetime.fromisoformat(entry["time"]).timestamp()
+                    steps.append((moment, entry["step"]))
+        found = []
+        for path in paths.frontend_logs(self.root).glob("*.access.log"):
+            with open(path, "rb") as log:
+                log.seek(offsets.get(path, 0))
+                text = log.read().decode(errors="replace")
+            website = path.name.removesuffix(".access.log")
+            for line in text.splitlines():
+                match = re.match(r'(\S+) .*"(\w+) \S+ HTTP/[\d.]+" (\d+) ([\d.]+)$', line)
+                if not match:
+                    continue
+                seconds = float(match.group(4))
+                begun = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+                begun -= seconds
+                during = [name for moment, name in steps if moment <= begun + 0.5]
+                found.append(
+                    {
+                        "seconds": seconds,
+                        "method": match.group(2),
+                        "website": website.removeprefix("randopony"),
+                        "status": int(match.group(3)),
+                        "during": during[-1] if during else "before the operation",
+                    }
+                )
+        return sorted(found, key=lambda r: r["seconds"], reverse=True)[:5]
 
 
 # The production database
@@ -465,6 +506,8 @@ def under_load(
     command = ["wrk", "-t2", "-c16", "-d3600s", "--timeout", "90s", "--latency"]
     command += ["-s", str(LUA), host.url("/")]
     offsets = host.access_log_offsets()
+    journal = host.root / "deploy" / "journal.log"
+    journal_offset = journal.stat().st_size if journal.exists() else 0
     host_log = paths.host_logs(host.root) / "host.log"
     host_log_offset = host_log.stat().st_size if host_log.exists() else 0
     load = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -499,6 +542,7 @@ def under_load(
     measured.longest_without_write = probes[1].longest_unserved(started, ended)
     measured.probe_failures = sum(probe.failures() for probe in probes)
     time.sleep(1.5)  # the router flushes its access logs once a second
+    measured.details["longest"] = host.longest_requests_since(offsets, journal_offset)
     measured.failures_logged = {
         f"{website} {method} {status}": count
         for (website, method, status), count in sorted(host.failures_logged_since(offsets).items())
@@ -718,9 +762,16 @@ def print_report(results: dict) -> None:
                 f"{details['production_stopped_to_new_up']:.2f} s"
             )
         print(f"- {m['name']}: steps {steps}" + ("; " + "; ".join(extra) if extra else ""))
+        longest = ", ".join(
+            f"{r['seconds']:.2f} s {r['method']} {r['website']} {r['status']} "
+            f"(began in {r['during']})"
+            for r in details.get("longest", [])
+        )
+        print(f"  longest requests: {longest}")
     figures = []
-    keys = ("promote", "rollback", "promote_m", "rollback_m", "seed")
+    keys = ("promote", "rollback", "promote_m", "rollback_m", "seed", "idle")
     for m, key in zip(results["runs"], keys, strict=False):
+        figures.append(f"{key}_longest_s={m['longest_request_ms'] / 1000:.2f}")
         if m["write_hold_seconds"] is not None:
             figures.append(f"{key}_hold_s={m['write_hold_seconds']:.3f}")
             over = m["longest_request_ms"] / 1000 - m["write_hold_seconds"]
@@ -882,6 +933,17 @@ def run_all(host: BenchHost, args: argparse.Namespace, results: dict, runs: list
     say(f"# seed sequence: {m.seconds:.1f} s, {m.failed} failed")
     answer = requests.get(host.url("/up"), headers={"Host": host.host_header}, timeout=30)
     say(f"# production after the seed sequence: {answer.json()}")
+
+    # The baseline for the longest request: the same load for as long, with nothing happening.
+    m = under_load(host, site, "no operation (the same load, 15 s)", "idle", idle, args.post_every)
+    m.signups_stored = riders_like(host.release_dir(R3) / DB, "idle-t%")
+    runs.append(m)
+    say(f"# idle: longest request {m.longest_request_ms / 1000:.2f} s")
+
+
+def idle() -> dict:
+    time.sleep(15)
+    return {}
 
 
 if __name__ == "__main__":
