@@ -459,8 +459,12 @@ class Measured:
 
 
 def to_ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not found:
+        say(f"# wrk printed a latency this bench cannot read: {text!r}")
+        return float("nan")
+    value, unit = found.groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3.6e6}[unit]
 
 
 def parse_wrk(output: str, measured: Measured) -> None:

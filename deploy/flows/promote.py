@@ -599,9 +599,27 @@ def undoing_over_previous(p: Promotion) -> bool:
     return undoing(p) and p.incoming is not None
 
 
+# The previous release's own databases, set aside before a rollback's hold and deleted after it:
+# replacing a large file under the hold would wait for its blocks to be freed (0.3 s per GB here).
+REPLACED = ".replaced-"
+
+
 def stop_previous_release(p: Promotion) -> None:
-    """Its database is about to be replaced: nothing may have it open."""
+    """Its database is about to be replaced: nothing may have it open, and it is set aside."""
     p.target.echo("  " + runtime(p.host, p.incoming_dir, "stop-supervisor").stdout.strip())
+    moved = []
+    for name in (*DB_NAMES, *(n + side for n in DB_NAMES for side in ("-wal", "-shm"))):
+        if p.host.exists(p.incoming_dir / name):
+            target = p.incoming_dir / (REPLACED + name)
+            p.host.run(["mv", "-f", "--", str(p.incoming_dir / name), str(target)])
+            moved.append(name)
+    if moved:
+        p.target.echo(f"  its own data set aside until the hold is over: {', '.join(moved)}")
+
+
+def remove_replaced(p: Promotion) -> None:
+    for name in (*DB_NAMES, *(n + side for n in DB_NAMES for side in ("-wal", "-shm"))):
+        p.host.remove(p.incoming_dir / (REPLACED + name))
 
 
 def precopy_back(p: Promotion) -> None:
@@ -670,6 +688,7 @@ def return_to_staging(p: Promotion) -> None:
 def record_rollback(p: Promotion) -> None:
     roles = records.read_roles(p.host)
     if switched(p):
+        remove_replaced(p)
         roles.update(
             production=p.incoming, previous=None, bad=sorted({*roles.get("bad", []), p.outgoing})
         )
@@ -684,7 +703,7 @@ def record_rollback(p: Promotion) -> None:
 ROLLBACK_STEPS = (
     Step(
         "stop_previous_release",
-        "makes sure nothing has the previous release's database open",
+        "makes sure nothing has the previous release's database open; sets it aside",
         stop_previous_release,
         switched,
     ),
