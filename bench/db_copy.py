@@ -99,6 +99,20 @@ def backup(src: Path, dst: Path) -> None:
         source.close()
 
 
+def checkpoint(db: Path, mode: str) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA wal_checkpoint({mode})")
+    conn.close()
+
+
+def quick_check(db: Path) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("PRAGMA quick_check").fetchone()[0]
+    finally:
+        conn.close()
+
+
 def clean(*paths: Path) -> None:
     for path in paths:
         for suffix in ("", "-wal", "-shm"):
@@ -172,23 +186,17 @@ def main() -> int:
             # Worst case for reuse: the WAL was restarted after the precopy (auto-checkpoints do
             # that every ~4 MB of writes), so every block is compared; ~6 MB of writes.
             precopy(src, out)
-            conn = sqlite3.connect(src)
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            conn.close()
+            checkpoint(src, "TRUNCATE")
             change(src, 3000)
             res = consistent_copy(src, out, reuse=True)
             assert res.mode == "compare", res.mode
             name = "consistent_copy reuse, compare"
             note(name, res.seconds, res.lock_seconds, res.bytes_under_lock)
-            check = sqlite3.connect(out)
-            assert check.execute("PRAGMA quick_check").fetchone()[0] == "ok"
-            check.close()
+            assert quick_check(out) == "ok"
             clean(out)
             # The same history with the source's reads held from before the precopy (the
             # cutover agent's way): only the WAL is copied under the lock, restart or not.
-            conn = sqlite3.connect(src)
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            conn.close()
+            checkpoint(src, "PASSIVE")
             reads = ReadHold(src)
             precopy(src, out)
             change(src, 3000)
@@ -196,14 +204,10 @@ def main() -> int:
             assert res.mode == "wal", res.mode
             name = "consistent_copy reuse, reads held"
             note(name, res.seconds, res.lock_seconds, res.bytes_under_lock)
-            check = sqlite3.connect(out)
-            assert check.execute("PRAGMA quick_check").fetchone()[0] == "ok"
-            check.close()
+            assert quick_check(out) == "ok"
             clean(out)
             # The WAL that grew while reads were held goes, so the next round starts as this one.
-            conn = sqlite3.connect(src)
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            conn.close()
+            checkpoint(src, "TRUNCATE")
             change(src, 2000)
             print(f"round {r + 1} done", flush=True)
     finally:

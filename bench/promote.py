@@ -232,16 +232,21 @@ class BenchHost:
         """Router access log lines with a failing status since the offsets: (website, method,
         status) -> count. The router flushes its logs about once a second."""
         found: Counter = Counter()
+        for website, line in self.access_lines_since(offsets):
+            found_request = re.search(r'"(\w+) \S+ HTTP/[\d.]+" (\d+) ', line)
+            if found_request and not 200 <= int(found_request.group(2)) < 400:
+                found[(website, found_request.group(1), int(found_request.group(2)))] += 1
+        return found
+
+    def access_lines_since(self, offsets: dict[Path, int]):
+        """(website, line) of the router's access logs since the offsets."""
         for path in paths.frontend_logs(self.root).glob("*.access.log"):
             with open(path, "rb") as log:
                 log.seek(offsets.get(path, 0))
                 text = log.read().decode(errors="replace")
             website = path.name.removesuffix(".access.log")
             for line in text.splitlines():
-                found_request = re.search(r'"(\w+) \S+ HTTP/[\d.]+" (\d+) ', line)
-                if found_request and not 200 <= int(found_request.group(2)) < 400:
-                    found[(website, found_request.group(1), int(found_request.group(2)))] += 1
-        return found
+                yield website, line
 
     def longest_requests_since(self, offsets: dict[Path, int], journal_offset: int) -> list[dict]:
         """The five longest requests in the router's access logs since the offsets, each with the
@@ -257,28 +262,23 @@ class BenchHost:
                     moment = datetime.fromisoformat(entry["time"]).timestamp()
                     steps.append((moment, entry["step"]))
         found = []
-        for path in paths.frontend_logs(self.root).glob("*.access.log"):
-            with open(path, "rb") as log:
-                log.seek(offsets.get(path, 0))
-                text = log.read().decode(errors="replace")
-            website = path.name.removesuffix(".access.log")
-            for line in text.splitlines():
-                match = re.match(r'(\S+) .*"(\w+) \S+ HTTP/[\d.]+" (\d+) ([\d.]+)$', line)
-                if not match:
-                    continue
-                seconds = float(match.group(4))
-                begun = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S%z").timestamp()
-                begun -= seconds
-                during = [name for moment, name in steps if moment <= begun + 0.5]
-                found.append(
-                    {
-                        "seconds": seconds,
-                        "method": match.group(2),
-                        "website": website.removeprefix("randopony"),
-                        "status": int(match.group(3)),
-                        "during": during[-1] if during else "before the operation",
-                    }
-                )
+        for website, line in self.access_lines_since(offsets):
+            match = re.match(r'(\S+) .*"(\w+) \S+ HTTP/[\d.]+" (\d+) ([\d.]+)$', line)
+            if not match:
+                continue
+            seconds = float(match.group(4))
+            begun = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+            begun -= seconds
+            during = [name for moment, name in steps if moment <= begun + 0.5]
+            found.append(
+                {
+                    "seconds": seconds,
+                    "method": match.group(2),
+                    "website": website.removeprefix("randopony"),
+                    "status": int(match.group(3)),
+                    "during": during[-1] if during else "before the operation",
+                }
+            )
         return sorted(found, key=lambda r: r["seconds"], reverse=True)[:5]
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, inspect
 from app import migrations
 from app.models import BrevetRider, metadata
 from tests.conftest import ROOT, session_on
+from tests.deploy.migrations import migration
 from tests.factories import make_brevet, make_brevet_rider
 
 
@@ -66,30 +67,22 @@ def test_alembic_command_line_works_from_the_ini_files(tmp_path):
     engine.dispose()
 
 
-DROP_A_BREVET_COLUMN = '''"""Test: a column of brevets added, and dropped again going down.
-
-Revision ID: 0099
-Revises: {down}
-"""
-
-import sqlalchemy as sa
-from alembic import op
-
-revision = "0099"
-down_revision = "{down}"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    with op.batch_alter_table("brevets") as batch:
-        batch.add_column(sa.Column("note", sa.Text(), nullable=True))
-
-
-def downgrade() -> None:
-    with op.batch_alter_table("brevets") as batch:
-        batch.drop_column("note")
-'''
+def drop_a_brevet_column(down: str) -> str:
+    """A column of brevets added, and dropped again going down (a table rebuild in SQLite)."""
+    return migration(
+        "a column of brevets added, and dropped again going down",
+        "0099",
+        down,
+        upgrade=[
+            'with op.batch_alter_table("brevets") as batch:',
+            '    batch.add_column(sa.Column("note", sa.Text(), nullable=True))',
+        ],
+        downgrade=[
+            'with op.batch_alter_table("brevets") as batch:',
+            '    batch.drop_column("note")',
+        ],
+        imports="import sqlalchemy as sa\nfrom alembic import op",
+    )
 
 
 def test_a_migration_that_rebuilds_an_event_table_keeps_its_riders(tmp_path):
@@ -99,7 +92,7 @@ def test_a_migration_that_rebuilds_an_event_table_keeps_its_riders(tmp_path):
     scripts = tmp_path / "alembic"
     shutil.copytree(ROOT / "alembic", scripts, ignore=shutil.ignore_patterns("__pycache__"))
     head = migrations.code_heads()[0]
-    (scripts / "versions" / "0099_test_note.py").write_text(DROP_A_BREVET_COLUMN.format(down=head))
+    (scripts / "versions" / "0099_test_note.py").write_text(drop_a_brevet_column(head))
     url = f"sqlite:///{tmp_path / 'riders.sqlite'}"
     config = config_for(url)
     config.set_main_option("script_location", str(scripts))
