@@ -1,7 +1,11 @@
 """The hosting panel's XML-RPC API, Webfaction style: `login` first, then the session id first.
 
-Every successful change is pushed into the router's `RoutingTable` before the call returns.
-Each account sees and changes only its own apps and websites (see deploy.host.panel_store).
+The methods keep Webfaction's documented names and argument order, so a client written for
+Webfaction's API (xmlrpc.client, an Ansible module) works here unchanged: domains
+(`create_domain(session, domain, *subdomains)`), apps, websites (`site_apps` as trailing
+`[app, path]` pairs), ips and machines. Every successful change is pushed into the router's
+`RoutingTable` before the call returns. Each account sees and changes only its own domains, apps
+and websites (see deploy.host.panel_store).
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import inspect
 import logging
 import math
 import secrets
-import socket
 import time
 import xmlrpc.client
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from defusedxml import DefusedXmlException
 from defusedxml.xmlrpc import DefusedExpatParser
 
+from deploy.host.machine import Machine, this_machine
 from deploy.host.panel_store import APP_TYPES, PanelError, PanelStore, short
 from deploy.host.routing_table import RoutingTable
 from deploy.panel_wire import FaultCode
@@ -41,6 +45,8 @@ MAX_REQUEST = 1024 * 1024
 # Argon2 hashes whatever it is given: the cap keeps one login from costing more than a guess.
 MAX_PASSWORD = 1024
 MAX_USERNAME = 256
+# Webfaction's API versions: 2 added the machine argument; both answer alike here.
+API_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -132,8 +138,10 @@ class Panel:
         home: str,
         session_ttl: float = 3600.0,
         throttle: LoginThrottle | None = None,
+        machine: Machine | None = None,
     ):
         self.store = store
+        self.machine = machine or this_machine()
         self.table = table
         self.home = home
         self.session_ttl = session_ttl
@@ -144,7 +152,11 @@ class Panel:
         self._holders: dict[str, str] = {}
         self.methods = {
             "login": self.login,
+            "list_machines": self.list_machines,
             "list_ips": self.list_ips,
+            "list_domains": self.list_domains,
+            "create_domain": self.create_domain,
+            "delete_domain": self.delete_domain,
             "list_app_types": self.list_app_types,
             "list_apps": self.list_apps,
             "create_app": self.create_app,
@@ -202,7 +214,7 @@ class Panel:
 
     # sessions
 
-    async def login(self, username, password, machine=None, version=None):
+    async def login(self, username, password, machine=None, api_version=None):
         if not isinstance(username, str) or not isinstance(password, str):
             raise PanelError(FaultCode.INVALID, "login takes a username and a password (strings)")
         if len(username) > MAX_USERNAME or len(password) > MAX_PASSWORD:
@@ -210,6 +222,16 @@ class Panel:
                 FaultCode.INVALID,
                 f"a username has at most {MAX_USERNAME} characters, "
                 f"a password at most {MAX_PASSWORD}",
+            )
+        if machine is not None and not isinstance(machine, str):
+            raise PanelError(FaultCode.INVALID, f"machine {short(machine)} must be a string")
+        if api_version is not None and (
+            isinstance(api_version, bool) or api_version not in API_VERSIONS
+        ):
+            raise PanelError(
+                FaultCode.INVALID,
+                f"unknown api_version {short(api_version)}: this panel speaks "
+                + " and ".join(map(str, API_VERSIONS)),
             )
         keys = (f"user:{username}", f"client:{_client.get()}")
         # Taken before the (awaited) verify, so parallel guesses cannot all get past the limit.
@@ -220,10 +242,24 @@ class Panel:
             log.warning("failed login for %s from %s", short(username), _client.get())
             raise PanelError(FaultCode.LOGIN_FAILED, "login failed: wrong username or password")
         self.throttle.succeeded(*keys)
+        # Checked once the password is: the machine's name is for the account's eyes.
+        if machine not in (None, "") and machine.lower() != self.machine.name.lower():
+            raise PanelError(
+                FaultCode.NOT_FOUND,
+                f"no machine named {short(machine)}: this account has one, {self.machine.name!r}",
+            )
         session_id = secrets.token_hex(16)
         self._sessions[session_id] = (username, time.monotonic() + self.session_ttl)
         log.info("%s logged in from %s", username, _client.get())
-        return [session_id, {"id": 1, "username": username, "home": self.home}]
+        account = {
+            "id": self.store.account_id(username),
+            "username": username,
+            "home": self.home,
+            # One machine serves the account's websites and sends its mail (no mailboxes here).
+            "web_server": self.machine.name,
+            "mail_server": self.machine.name,
+        }
+        return [session_id, account]
 
     def _check_session(self, session_id) -> str:
         now = time.monotonic()
@@ -237,12 +273,27 @@ class Panel:
 
     # the Webfaction methods
 
+    def list_machines(self, session_id):
+        self._check_session(session_id)
+        return [self.machine.as_wire()]
+
     def list_ips(self, session_id):
         self._check_session(session_id)
-        machine = socket.gethostname()
         return [
-            {"machine": machine, "ip": ip, "is_main": i == 0} for i, ip in enumerate(self.store.ips)
+            {"machine": self.machine.name, "ip": ip, "is_main": i == 0}
+            for i, ip in enumerate(self.store.ips)
         ]
+
+    def list_domains(self, session_id):
+        return self.store.list_domains(self._check_session(session_id))
+
+    def create_domain(self, session_id, domain, *subdomains):
+        owner = self._check_session(session_id)
+        return self.store.create_domain(owner, domain, subdomains)
+
+    def delete_domain(self, session_id, domain, *subdomains):
+        # Only a name no website serves can go, so the router's table stays as it is.
+        return self.store.delete_domain(self._check_session(session_id), domain, subdomains)
 
     def list_app_types(self, session_id):
         self._check_session(session_id)

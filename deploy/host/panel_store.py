@@ -1,33 +1,56 @@
-"""The hosting panel's state: accounts, apps with their ports, and websites, kept in SQLite.
+"""The hosting panel's state: accounts, domains, apps with their ports, and websites, kept in
+SQLite.
 
 Every change is validated in full before anything is written, and written in one transaction,
 so bad input raises a `PanelError` and leaves the state as it was.
 
-Apps and websites belong to the account that created them (their `owner`). A domain belongs to
-the account whose website first served it, and stays that account's when it is detached (between
-the two calls that move it from one website to another, say), so no other account can take it.
+Domains, apps and websites belong to the account that created them (their `owner`). As on
+Webfaction, a website serves only names its account has created with `create_domain` (a domain,
+or a sub-domain of one), and a name stays its account's while it is detached from every website
+(between the two calls that move it from one website to another, say), until `delete_domain`.
+Names at or under another account's domain are that account's. The one exception is a name under
+`.localhost` (RFC 6761: it only ever reaches this machine): a website may use one it has not
+created, and it is created for the account on the way, so a local host needs no domain set-up.
 Names are one namespace for the whole host (an app's name is its directory), but an account sees
-and touches only its own: another account's app or website is answered exactly like one that
-does not exist.
+and touches only its own: another account's domain, app or website is answered exactly like one
+that does not exist.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import re
 import reprlib
+import shutil
 import socket
 import sqlite3
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from argon2 import PasswordHasher
 
+from deploy.host import app_template
 from deploy.panel_wire import FaultCode
+
+PYRAMID = "pyramid"
+
+
+def _pyramid_label() -> str:
+    try:
+        version = importlib.metadata.version("pyramid")
+    except importlib.metadata.PackageNotFoundError:  # the template app would not start either
+        version = "(not installed)"
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return f"Pyramid {version} (Python {python}), with a template app"
+
 
 APP_TYPES = {
     "custom_app_with_port": "Custom app (listening on port)",
+    # Laid out with the template app the seed guide's maintainer got from Webfaction's panel.
+    PYRAMID: _pyramid_label(),
 }
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 USERNAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -59,11 +82,28 @@ CREATE TABLE IF NOT EXISTS websites (
     website_apps TEXT NOT NULL,
     owner TEXT
 );
-CREATE TABLE IF NOT EXISTS domains (
-    name TEXT PRIMARY KEY,
-    owner TEXT
-);
 """
+# Made by the migration, which adopts the names the websites already serve (see _migrate).
+DOMAIN_SCHEMA = (
+    """CREATE TABLE account_domains (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        owner TEXT
+    )""",
+    # A sub-domain's name is the part before its domain: "staging" of "randopony.example.org".
+    """CREATE TABLE account_subdomains (
+        domain_id INTEGER NOT NULL REFERENCES account_domains (id),
+        name TEXT NOT NULL,
+        PRIMARY KEY (domain_id, name)
+    )""",
+)
+LOCAL_SUFFIX = ".localhost"
+# SQL conditions on an account_domains row `d` and a full name :name.
+_AT_OR_ABOVE = "(name = :name OR substr(:name, -length(name) - 1) = '.' || name)"
+_CREATED = (
+    "(d.name = :name OR EXISTS (SELECT 1 FROM account_subdomains s"
+    " WHERE s.domain_id = d.id AND s.name || '.' || d.name = :name))"
+)
 
 
 class PanelError(Exception):
@@ -106,22 +146,60 @@ class PanelStore:
         self.db.close()
 
     def _migrate(self) -> None:
-        """Adopt a store from before accounts owned anything: add the owner columns, and give
-        what nobody owns to the first account."""
+        """Adopt a store from before accounts owned anything (add the owner columns, give what
+        nobody owns to the first account) and from before domains were created (adopt every
+        name its websites serve, or an account held, as created by its account)."""
         # IMMEDIATE: set-password may open the store while the host is opening it.
         with self._transaction():
             for table in ("apps", "websites"):
                 columns = {row["name"] for row in self.db.execute(f"PRAGMA table_info({table})")}
                 if "owner" not in columns:
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT")
-            for site in self.db.execute("SELECT subdomains, owner FROM websites").fetchall():
-                self._claim(site["owner"], json.loads(site["subdomains"]))
+            if not self._has_table("account_domains"):
+                for statement in DOMAIN_SCHEMA:
+                    self.db.execute(statement)
+                self._adopt_domains()
             self._adopt_unowned()
+
+    def _has_table(self, name: str) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
+
+    def _adopt_domains(self) -> None:
+        held: dict[str | None, set[str]] = {}
+        for site in self.db.execute("SELECT subdomains, owner FROM websites").fetchall():
+            held.setdefault(site["owner"], set()).update(json.loads(site["subdomains"]))
+        # The names an account held before domains were created, detached ones included.
+        if self._has_table("domains"):
+            for row in self.db.execute("SELECT name, owner FROM domains").fetchall():
+                held.setdefault(row["owner"], set()).add(row["name"])
+            self.db.execute("DROP TABLE domains")
+        for owner, names in held.items():
+            for name in sorted(names, key=lambda name: name.count(".")):
+                self._add_name(owner, name)
+
+    def _add_name(self, owner: str | None, name: str) -> None:
+        """Create one full name for the owner: a sub-domain of the owner's closest domain above
+        it, or else a domain of its own."""
+        if self._covers(owner, name):
+            return
+        parent = self._closest_domain(owner, name)
+        if parent is None:
+            self.db.execute(
+                "INSERT INTO account_domains (name, owner) VALUES (?, ?)", (name, owner)
+            )
+        else:
+            self.db.execute(
+                "INSERT INTO account_subdomains (domain_id, name) VALUES (?, ?)",
+                (parent["id"], name.removesuffix("." + parent["name"])),
+            )
 
     def _adopt_unowned(self) -> None:
         # The oldest account (rowid order) is the one that ran the host before accounts owned.
         first = "(SELECT username FROM accounts ORDER BY rowid LIMIT 1)"
-        for table in ("apps", "websites", "domains"):
+        for table in ("apps", "websites", "account_domains"):
             self.db.execute(f"UPDATE {table} SET owner = {first} WHERE owner IS NULL")
 
     @contextlib.contextmanager
@@ -133,12 +211,6 @@ class PanelStore:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
-
-    def _claim(self, owner: str | None, domains: list[str]) -> None:
-        self.db.executemany(
-            "INSERT OR IGNORE INTO domains (name, owner) VALUES (?, ?)",
-            [(domain, owner) for domain in domains],
-        )
 
     # accounts
 
@@ -164,8 +236,130 @@ class PanelStore:
         ).fetchone()
         return row["password_hash"] if row else None
 
+    def account_id(self, username: str) -> int | None:
+        row = self.db.execute(
+            "SELECT rowid FROM accounts WHERE username = ?", (username,)
+        ).fetchone()
+        return row[0] if row else None
+
     def has_accounts(self) -> bool:
         return self.db.execute("SELECT 1 FROM accounts LIMIT 1").fetchone() is not None
+
+    # domains
+
+    def list_domains(self, owner: str) -> list[dict]:
+        rows = self.db.execute(
+            "SELECT id, name FROM account_domains WHERE owner = ? ORDER BY name", (owner,)
+        ).fetchall()
+        return [self._domain_dict(row) for row in rows]
+
+    def create_domain(self, owner: str, domain, subdomains: tuple) -> dict:
+        """The domain with these sub-domains added (creating it when it is new); sub-domains it
+        has already are no error, as on Webfaction, where clients add sub-domains this way."""
+        name = _check_domain(domain)
+        if "." not in name:
+            raise PanelError(
+                FaultCode.INVALID,
+                f"invalid domain name {short(domain)}: a domain has a name and a top-level "
+                "domain at least, like example.org",
+            )
+        labels = list(dict.fromkeys(_check_subdomain(name, sub) for sub in subdomains))
+        for full in [name, *(f"{label}.{name}" for label in labels)]:
+            self._refuse_foreign(owner, full)
+        with self._transaction():
+            row = self._domain_row(owner, name)
+            if row is None:
+                self.db.execute(
+                    "INSERT INTO account_domains (name, owner) VALUES (?, ?)", (name, owner)
+                )
+                row = self._domain_row(owner, name)
+            self.db.executemany(
+                "INSERT OR IGNORE INTO account_subdomains (domain_id, name) VALUES (?, ?)",
+                [(row["id"], label) for label in labels],
+            )
+        return self._domain_dict(row)
+
+    def delete_domain(self, owner: str, domain, subdomains: tuple) -> dict:
+        """Delete the sub-domains named, or with none named the domain and all its sub-domains;
+        refused while a website of the account serves a name that would go."""
+        name = _check_domain(domain)
+        row = self._domain_row(owner, name)
+        if row is None:
+            raise PanelError(FaultCode.NOT_FOUND, f"no domain named {short(domain)}")
+        existing = self._domain_dict(row)["subdomains"]
+        labels = []
+        for sub in subdomains:
+            label = _check_subdomain(name, sub)
+            if label not in existing:
+                raise PanelError(
+                    FaultCode.NOT_FOUND, f"domain {name!r} has no sub-domain {short(sub)}"
+                )
+            labels.append(label)
+        with self._transaction():
+            if labels:
+                self.db.executemany(
+                    "DELETE FROM account_subdomains WHERE domain_id = ? AND name = ?",
+                    [(row["id"], label) for label in labels],
+                )
+            else:
+                self.db.execute("DELETE FROM account_subdomains WHERE domain_id = ?", (row["id"],))
+                self.db.execute("DELETE FROM account_domains WHERE id = ?", (row["id"],))
+            # Deleted, then checked: a name may still be served through another of the
+            # account's domains. The refusal rolls the deletion back.
+            for site in self.list_websites(owner):
+                for served in site["subdomains"]:
+                    if not self._covers(owner, served):
+                        raise PanelError(
+                            FaultCode.IN_USE,
+                            f"domain {served!r} is used by website {site['name']!r}: "
+                            "detach it from the website first (update_website)",
+                        )
+        return {"id": row["id"], "domain": name, "subdomains": labels or existing}
+
+    def domain_owner(self, domain) -> str | None:
+        """The account that has created this full name (a domain or a sub-domain of one)."""
+        row = self.db.execute(
+            f"SELECT owner FROM account_domains d WHERE {_CREATED}", {"name": _text(domain)}
+        ).fetchone()
+        return row["owner"] if row else None
+
+    def _domain_row(self, owner: str | None, name: str) -> sqlite3.Row | None:
+        return self.db.execute(
+            "SELECT id, name FROM account_domains WHERE name = ? AND owner IS ?", (name, owner)
+        ).fetchone()
+
+    def _domain_dict(self, row: sqlite3.Row) -> dict:
+        labels = self.db.execute(
+            "SELECT name FROM account_subdomains WHERE domain_id = ? ORDER BY name", (row["id"],)
+        )
+        return {"id": row["id"], "domain": row["name"], "subdomains": [r[0] for r in labels]}
+
+    def _covers(self, owner: str | None, name: str) -> bool:
+        """Whether the owner has created this full name."""
+        row = self.db.execute(
+            f"SELECT 1 FROM account_domains d WHERE owner IS :owner AND {_CREATED}",
+            {"owner": owner, "name": name},
+        ).fetchone()
+        return row is not None
+
+    def _closest_domain(self, owner: str | None, name: str) -> sqlite3.Row | None:
+        """The owner's domain nearest above the full name (or the name itself)."""
+        return self.db.execute(
+            f"SELECT id, name FROM account_domains WHERE owner IS :owner AND {_AT_OR_ABOVE} "
+            "ORDER BY length(name) DESC LIMIT 1",
+            {"owner": owner, "name": name},
+        ).fetchone()
+
+    def _refuse_foreign(self, owner: str, name: str) -> None:
+        # A name belongs to whoever has the domain nearest above it, so an account can neither
+        # take another's sub-domains nor be shut out of its own by a domain created above them.
+        nearest = self.db.execute(
+            f"SELECT owner FROM account_domains WHERE {_AT_OR_ABOVE} "
+            "ORDER BY length(name) DESC LIMIT 1",
+            {"name": name},
+        ).fetchone()
+        if nearest is not None and nearest["owner"] != owner:
+            raise PanelError(FaultCode.CONFLICT, f"domain {name!r} belongs to another account")
 
     # apps
 
@@ -200,8 +394,18 @@ class PanelStore:
             raise PanelError(FaultCode.INVALID, "extra_info must be a string")
         if self.db.execute("SELECT 1 FROM apps WHERE name = ?", (name,)).fetchone():
             raise PanelError(FaultCode.CONFLICT, f"an app named {name!r} already exists")
+        directory = self.webapps_dir / name
+        if type_ == PYRAMID and directory.exists() and any(directory.iterdir()):
+            # Files left by a deleted app (a release's, say) are never written over.
+            raise PanelError(
+                FaultCode.CONFLICT,
+                f"webapps/{name} already holds files: a Pyramid app's template is laid out only "
+                "in an empty directory (delete them, or create a custom_app_with_port)",
+            )
         port = self._free_port()
-        (self.webapps_dir / name).mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        if type_ == PYRAMID:
+            app_template.lay_out(directory, name, port)
         self.db.execute(
             "INSERT INTO apps (name, type, autostart, extra_info, open_port, port, owner) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -218,9 +422,14 @@ class PanelStore:
                 f"app {name!r} is used by website(s) {', '.join(users)}; detach it from them first",
             )
         self.db.execute("DELETE FROM apps WHERE name = ?", (name,))
-        # The directory is a release's files and the rollback point: only an empty one goes.
+        directory = self.webapps_dir / name
+        # A template app nobody deployed to goes with its app, unless bin/start left it running.
+        if app_template.is_template(directory) and not (directory / app_template.PID).exists():
+            shutil.rmtree(directory, ignore_errors=True)
+        # Otherwise the directory is a release's files and the rollback point: only an empty
+        # one goes.
         try:
-            (self.webapps_dir / name).rmdir()
+            directory.rmdir()
         except OSError:
             pass
         return app
@@ -265,7 +474,7 @@ class PanelStore:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (name, *values, owner),
             )
-            self._claim(owner, json.loads(values[2]))
+            self._add_local_names(owner, json.loads(values[2]))
         return self.get_website(owner, name)
 
     def update_website(
@@ -279,7 +488,7 @@ class PanelStore:
                 "WHERE name = ?",
                 (*values, name),
             )
-            self._claim(owner, json.loads(values[2]))
+            self._add_local_names(owner, json.loads(values[2]))
         return self.get_website(owner, name)
 
     def delete_website(self, owner: str, name, ip) -> dict:
@@ -291,11 +500,28 @@ class PanelStore:
         self.db.execute("DELETE FROM websites WHERE name = ?", (name,))
         return site
 
-    def domain_owner(self, domain) -> str | None:
-        row = self.db.execute(
-            "SELECT owner FROM domains WHERE name = ?", (_text(domain),)
-        ).fetchone()
-        return row["owner"] if row else None
+    def _check_created(self, owner: str, domain: str) -> None:
+        if self._covers(owner, domain):
+            return
+        self._refuse_foreign(owner, domain)
+        if domain.endswith(LOCAL_SUFFIX):
+            return  # created on the way (_add_local_names)
+        parent = self._closest_domain(owner, domain)
+        how = (
+            f"create_domain(session, {parent['name']!r}, "
+            f"{domain.removesuffix('.' + parent['name'])!r})"
+            if parent is not None
+            else f"create_domain(session, {domain!r})"
+        )
+        raise PanelError(
+            FaultCode.NOT_FOUND,
+            f"domain {domain!r} has not been created on this account: create it first with {how}",
+        )
+
+    def _add_local_names(self, owner: str, domains: list[str]) -> None:
+        # Shortest first, so "staging.pony.localhost" becomes a sub-domain of "pony.localhost".
+        for domain in sorted(domains, key=lambda domain: domain.count(".")):
+            self._add_name(owner, domain)
 
     def _check_website(self, owner, name, ip, https, subdomains, site_apps) -> tuple:
         if not isinstance(ip, str) or ip not in self.ips:
@@ -315,10 +541,7 @@ class PanelStore:
         if len(set(domains)) != len(domains):
             raise PanelError(FaultCode.INVALID, "a domain is listed twice in subdomains")
         for domain in domains:
-            if self.domain_owner(domain) not in (None, owner):
-                raise PanelError(
-                    FaultCode.CONFLICT, f"domain {domain!r} belongs to another account"
-                )
+            self._check_created(owner, domain)
         for other in self.list_websites(owner):
             if other["name"] == name:
                 continue
@@ -437,6 +660,24 @@ def _check_domain(domain) -> str:
     if len(name) > 253 or not all(LABEL_RE.fullmatch(label) for label in labels):
         raise PanelError(FaultCode.INVALID, f"invalid domain name {short(domain)}")
     return name
+
+
+def _check_subdomain(domain: str, sub) -> str:
+    """A sub-domain's name (the part before its domain), checked as part of the full name."""
+    if not isinstance(sub, str):
+        raise PanelError(FaultCode.INVALID, f"sub-domain {short(sub)} must be a string")
+    label = sub.lower()
+    if not label or label.endswith("."):
+        raise PanelError(FaultCode.INVALID, f"invalid sub-domain {short(sub)}")
+    try:
+        _check_domain(f"{label}.{domain}")
+    except PanelError:
+        raise PanelError(
+            FaultCode.INVALID,
+            f"invalid sub-domain {short(sub)} of {domain!r}: use letters, digits and - "
+            "between dots (a full name has at most 253 characters)",
+        ) from None
+    return label
 
 
 def _port_is_free(port: int) -> bool:

@@ -90,6 +90,24 @@ class App:
 
 
 @dataclass(frozen=True)
+class Domain:
+    """A domain and its sub-domains' names ("staging" of "staging.randopony.example.org")."""
+
+    domain: str
+    subdomains: tuple[str, ...] = ()
+    id: int | None = None
+
+    @classmethod
+    def from_wire(cls, data: dict) -> Domain:
+        return cls(domain=data["domain"], subdomains=tuple(data["subdomains"]), id=data.get("id"))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The full names it lets a website serve."""
+        return (self.domain, *(f"{sub}.{self.domain}" for sub in self.subdomains))
+
+
+@dataclass(frozen=True)
 class Website:
     name: str
     ip: str
@@ -129,6 +147,34 @@ class HostingAPI:
 
     def list_ips(self) -> list[str]:
         return [entry["ip"] for entry in self._session_call("list_ips")]
+
+    def list_machines(self) -> list[dict]:
+        return list(self._session_call("list_machines"))
+
+    def list_domains(self) -> list[Domain]:
+        return [Domain.from_wire(domain) for domain in self._session_call("list_domains")]
+
+    def create_domain(self, domain: str, *subdomains: str) -> Domain:
+        """Create the domain, or add sub-domains to one the account has."""
+        return Domain.from_wire(self._session_call("create_domain", domain, *subdomains))
+
+    def delete_domain(self, domain: str, *subdomains: str) -> Domain:
+        """Delete those sub-domains, or with none named the domain and all its sub-domains."""
+        return Domain.from_wire(self._session_call("delete_domain", domain, *subdomains))
+
+    def ensure_domain(self, name: str) -> Domain | None:
+        """Create a full name when the account has not: as a sub-domain of the account's domain
+        nearest above it, or else as a domain of its own. Returns what was created (None: it
+        was there already). Works with any Webfaction-compatible panel."""
+        name = name.lower().removesuffix(".")
+        domains = self.list_domains()
+        if any(name in domain.names for domain in domains):
+            return None
+        above = [domain.domain for domain in domains if name.endswith("." + domain.domain)]
+        if above:
+            parent = max(above, key=len)
+            return self.create_domain(parent, name.removesuffix("." + parent))
+        return self.create_domain(name)
 
     def list_app_types(self) -> list[str]:
         return [entry["name"] for entry in self._session_call("list_app_types")]

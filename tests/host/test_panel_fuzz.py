@@ -1,6 +1,6 @@
 """Fuzzing every panel method: whatever the arguments (types, count, length, Unicode), the answer
 is a clear Fault or a result, never an internal failure or a traceback, and a refused call
-changes nothing: not the accounts' apps and websites, not the webapps directory."""
+changes nothing: not the accounts' domains, apps and websites, not the webapps directory."""
 
 import datetime
 import xmlrpc.client
@@ -20,14 +20,18 @@ IP = "127.0.0.1"
 METHODS = [
     "app_answers",
     "create_app",
+    "create_domain",
     "create_website",
     "delete_app",
+    "delete_domain",
     "delete_website",
     "held_requests",
     "hold_writes",
     "list_app_types",
     "list_apps",
+    "list_domains",
     "list_ips",
+    "list_machines",
     "list_websites",
     "login",
     "release_writes",
@@ -47,6 +51,9 @@ KNOWN = [
     "other.localhost",
     IP,
     "custom_app_with_port",
+    "pyramid",
+    "localhost",
+    "staging",
     "/",
     "/blog",
 ]
@@ -75,8 +82,10 @@ def panel(tmp_path_factory):
 
 def state(host, mine, theirs):
     return (
+        mine.list_domains(),
         mine.list_apps(),
         mine.list_websites(),
+        theirs.list_domains(),
         theirs.list_apps(),
         theirs.list_websites(),
         sorted(path.name for path in (host.root / "webapps").iterdir()),

@@ -24,7 +24,7 @@ def test_website_switches_apps_and_survives_a_restart(host, api, start_app):
     # A host of its own: it restarts it.
     assert api.account["username"] == "pony"
     assert api.account["home"] == str(host.root.resolve())
-    assert api.list_app_types() == ["custom_app_with_port"]
+    assert api.list_app_types() == ["custom_app_with_port", "pyramid"]
     ip = api.list_ips()[0]
 
     first = api.create_app("randopony2026r1")
