@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 from deploy.flows import release
 from deploy.flows.release import DeployError, read_release_env, runtime, write_bin_scripts
 from deploy.flows.steps import Run, Step, run_steps
-from deploy.host import layout, release_runtime
+from deploy.host import app_template, layout, release_runtime
 from deploy.remote import records
 from deploy.remote.hosts import Host, HostError
 from deploy.remote.panel_client import HostingAPI
@@ -93,12 +93,16 @@ def refuse_production_release(target: Target, host: Host) -> None:
 
 
 def init_staging_app(d: Deploy) -> None:
-    """Through the hosting panel: the app (which assigns its port) and the website on the
-    staging domain. Reuses what exists, so running it again changes nothing."""
+    """Through the hosting panel, as the seed guide's "Webfaction Environment" does by hand: the
+    staging and production domains, the app (which assigns its port) and the website on the
+    staging domain. Reuses what exists, so running it again changes nothing; an app created in
+    the panel as a Pyramid app has its template replaced, as the seed guide's init_staging did."""
     target, host = d.target, d.host
     name = target.webapp(target.staging_release)
     api = d.api
+    create_domains(target, api)
     app = api.app(name) or api.create_app(name, "custom_app_with_port", False, "", False)
+    remove_template_app(target, host, d.directory)
     ip = (api.list_ips() or ["127.0.0.1"])[0]
     take_staging_domain(target, host, api, ip)
     site = api.website(name)
@@ -122,6 +126,29 @@ def init_staging_app(d: Deploy) -> None:
     roles["staging"] = target.staging_release
     records.write_roles(host, roles)
     target.echo(f"  app {name} on port {app.port}, website for http://{target.staging_domain}/")
+
+
+def create_domains(target: Target, api: HostingAPI) -> None:
+    """The staging and production domains, created in the panel when missing, so a website can
+    serve them (production's now, so the promotion finds it there)."""
+    names = {target.production_domain, target.staging_domain}
+    # The shorter first: staging.randopony.example.org becomes a sub-domain of randopony....
+    for name in sorted(names, key=lambda name: (name.count("."), name)):
+        if api.ensure_domain(name) is not None:
+            target.echo(f"  domain {name} created")
+
+
+def remove_template_app(target: Target, host: Host, directory: PurePosixPath) -> None:
+    """Stop and delete the template app the panel lays out in a new Pyramid app (its code
+    directory, config file and bin/ scripts): install_app writes the release's own bin/."""
+    if not host.exists(directory / app_template.CONFIG):
+        return
+    stop = directory / "bin" / "stop"
+    if host.exists(stop):
+        host.run(["sh", str(stop)])
+    for path in app_template.TEMPLATE_PATHS:
+        host.remove(directory / path)
+    target.echo(f"  the template app in {directory} stopped and deleted")
 
 
 def take_staging_domain(target: Target, host: Host, api, ip: str) -> None:
@@ -355,7 +382,11 @@ def record_deploy(d: Deploy) -> None:
     )
 
 
-APP = Step("init_staging_app", "the app (and its port) and the staging website", init_staging_app)
+APP = Step(
+    "init_staging_app",
+    "the domains, the app (and its port) and the staging website",
+    init_staging_app,
+)
 RSYNC = Step("rsync_code", "the checkout into the release's src/ (rsync)", rsync_code)
 INSTALL = Step(
     "install_app",
