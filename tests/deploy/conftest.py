@@ -178,7 +178,8 @@ def panel_rows(path: Path) -> dict[str, list]:
                 ("accounts", "username"),
                 ("apps", "name, type, autostart, extra_info, open_port, port, owner"),
                 ("websites", "name, ip, https, subdomains, website_apps, owner"),
-                ("domains", "name, owner"),
+                ("account_domains", "id, name, owner"),
+                ("account_subdomains", "domain_id, name"),
             )
         }
     finally:
