@@ -95,6 +95,14 @@ def bring_back(root: Path, say=print) -> bool:
         )
     healthy = True
     for release in releases:
+        if (release.directory / layout.STANDBY).exists():
+            # A cutover was cut off after this app started ahead of its hold: it waits again,
+            # opening nothing, until the --resume puts its data in place (or the undo stops it).
+            started = runtime(release, "start-supervisor", "--app-only", "--standby")
+            say(f"{release.role} {release.name}: {(started.stdout or started.stderr).strip()}")
+            answer = runtime(release, "wait-up", "--standby", "--timeout", "60")
+            say(f"{release.role} {release.name} waits in standby: {answer.stdout.strip()}")
+            continue
         started = runtime(release, *start)
         said = (started.stdout or started.stderr).strip()
         say(f"{release.role} {release.name}: {said}")

@@ -502,6 +502,30 @@ def test_a_restarted_host_brings_production_and_staging_back(production):
     )
 
 
+def test_a_restart_keeps_a_release_waiting_in_standby(production):
+    """A cutover cut off after the incoming app started ahead of its hold (in standby), then the
+    machine restarts: the host brings that app back in standby, opening nothing, and it serves
+    once its data is in place and it is let go, as a --resume does."""
+    staging = production.root / "webapps/randopony2026r3"
+    (staging / "standby").touch()
+    production.restart()
+    assert serving(production) == "2026r1"
+    waiting = Rider(production, STAGING).get("/up")
+    assert waiting.status_code == 503 and waiting.json()["status"] == "standby"
+    assert (
+        "staging 2026r3 waits in standby"
+        in (production.root / "logs/host/releases.log").read_text()
+    )
+    activated = subprocess.run(
+        [staging / "env/bin/randopony-release", staging, "activate"],
+        capture_output=True,
+        text=True,
+    )
+    assert activated.returncode == 0, activated.stdout + activated.stderr
+    assert serving(production, STAGING) == "2026r3"
+    assert not (staging / "standby").exists()
+
+
 def test_the_fabfile_must_agree_with_the_host_about_production(production):
     """Staging 2026r3 is ready to promote, but the fabfile names 2026r2 as production, which
     the host rolled back from: refused for that, and nothing changed."""
@@ -683,6 +707,9 @@ FAILING_MIGRATION = migration(
 )
 
 
+# Five fab runs, three of them promotions: about 80 s alone, over 300 s (the suite's hang guard)
+# once with both cores kept busy beside the suite.
+@pytest.mark.timeout(900)
 def test_failures_before_the_switch_leave_production_as_it_was(production, load):
     """A migration that fails on production's data, then a release whose app cannot start: each
     stops before the domain moves, production goes on (writes too), and the release is
