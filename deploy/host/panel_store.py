@@ -186,13 +186,14 @@ class PanelStore:
         if self._covers(owner, name):
             return
         parent = self._closest_domain(owner, name)
+        # OR IGNORE: a store opened at boot must not fail on a name two owners held by mistake.
         if parent is None:
             self.db.execute(
-                "INSERT INTO account_domains (name, owner) VALUES (?, ?)", (name, owner)
+                "INSERT OR IGNORE INTO account_domains (name, owner) VALUES (?, ?)", (name, owner)
             )
         else:
             self.db.execute(
-                "INSERT INTO account_subdomains (domain_id, name) VALUES (?, ?)",
+                "INSERT OR IGNORE INTO account_subdomains (domain_id, name) VALUES (?, ?)",
                 (parent["id"], name.removesuffix("." + parent["name"])),
             )
 
