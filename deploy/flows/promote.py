@@ -608,7 +608,7 @@ def stop_previous_release(p: Promotion) -> None:
     """Its database is about to be replaced: nothing may have it open, and it is set aside."""
     p.target.echo("  " + runtime(p.host, p.incoming_dir, "stop-supervisor").stdout.strip())
     moved = []
-    for name in (*DB_NAMES, *(n + side for n in DB_NAMES for side in ("-wal", "-shm"))):
+    for name in _database_files():
         if p.host.exists(p.incoming_dir / name):
             target = p.incoming_dir / (REPLACED + name)
             p.host.run(["mv", "-f", "--", str(p.incoming_dir / name), str(target)])
@@ -617,8 +617,12 @@ def stop_previous_release(p: Promotion) -> None:
         p.target.echo(f"  its own data set aside until the hold is over: {', '.join(moved)}")
 
 
+def _database_files() -> tuple[str, ...]:
+    return (*DB_NAMES, *(name + side for name in DB_NAMES for side in ("-wal", "-shm")))
+
+
 def remove_replaced(p: Promotion) -> None:
-    for name in (*DB_NAMES, *(n + side for n in DB_NAMES for side in ("-wal", "-shm"))):
+    for name in _database_files():
         p.host.remove(p.incoming_dir / (REPLACED + name))
 
 

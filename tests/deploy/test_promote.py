@@ -413,22 +413,29 @@ def test_deploy_staging_is_refused_while_a_promotion_holds_the_lock(production):
             lock.rmdir()
 
 
-def test_a_rollback_is_refused_while_another_operation_runs(production):
-    """A maintainer setting up the next staging release holds the lock: the rollback would
-    otherwise go ahead (production 2026r2 has a previous release), and is refused, saying who
-    holds the lock and that it still runs."""
-    with lock_held_while_running(production, "init_staging", "2026r3") as pid:
+def refused_while_locked(production, holder: tuple[str, str], task: str, env: dict) -> None:
+    """`task` refused while another operation (purpose, release) holds the lock and still runs:
+    it names the holder and changes nothing."""
+    purpose, release = holder
+    with lock_held_while_running(production, purpose, release) as pid:
         before = production.tree()
-        done = production.fab(
-            "rollback_production", "--yes", check=False, **releases("2026r3", "2026r2")
-        )
+        done = production.fab(task, "--yes", check=False, **env)
         assert done.returncode == 1, done.stdout
         assert (
-            f"another release operation holds the host's lock: init_staging of 2026r3 by "
+            f"another release operation holds the host's lock: {purpose} of {release} by "
             f"{records.who()}" in done.stderr
         )
         assert f"(still running: process {pid}). Wait for it to finish." in done.stderr
         assert production.tree() == before
+
+
+def test_a_rollback_is_refused_while_another_operation_runs(production):
+    """A maintainer setting up the next staging release holds the lock: the rollback would
+    otherwise go ahead (production 2026r2 has a previous release), and is refused, saying who
+    holds the lock and that it still runs."""
+    refused_while_locked(
+        production, ("init_staging", "2026r3"), "rollback_production", releases("2026r3", "2026r2")
+    )
     assert serving(production) == "2026r2" and roles(production)["previous"] == "2026r1"
 
 
@@ -545,18 +552,12 @@ def test_the_fabfile_must_agree_with_the_host_about_production(production):
 def test_a_promotion_is_refused_while_another_operation_runs(production):
     """The nightly refresh of staging holds the lock: the promotion, ready to go otherwise,
     is refused, saying who holds the lock and that it still runs."""
-    with lock_held_while_running(production, "sync_staging", "2026r3") as pid:
-        before = production.tree()
-        done = production.fab(
-            "promote_staging_to_production", "--yes", check=False, **releases("2026r3", "2026r1")
-        )
-        assert done.returncode == 1, done.stdout
-        assert (
-            f"another release operation holds the host's lock: sync_staging of 2026r3 by "
-            f"{records.who()}" in done.stderr
-        )
-        assert f"(still running: process {pid}). Wait for it to finish." in done.stderr
-        assert production.tree() == before
+    refused_while_locked(
+        production,
+        ("sync_staging", "2026r3"),
+        "promote_staging_to_production",
+        releases("2026r3", "2026r1"),
+    )
     assert serving(production) == "2026r1" and serving(production, STAGING) == "2026r3"
 
 
